@@ -1,0 +1,83 @@
+//! Tabular action values Q(s,a) and the ε-greedy behaviour policy
+//! (Sutton & Barto §2.2–2.3, §5.4): with probability ε a uniformly random
+//! action, otherwise argmax_a Q(s,a) (first maximiser, like `np.argmax`).
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// A dense |S|×|A| table of action values, initialised to zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QTable {
+    num_actions: usize,
+    values: Vec<f64>,
+}
+
+impl QTable {
+    /// All-zero table.
+    pub fn new(num_states: usize, num_actions: usize) -> Self {
+        Self {
+            num_actions,
+            values: vec![0.0; num_states * num_actions],
+        }
+    }
+
+    /// Number of actions.
+    pub fn num_actions(&self) -> usize {
+        self.num_actions
+    }
+
+    /// Q(s, a).
+    #[inline]
+    pub fn get(&self, s: usize, a: usize) -> f64 {
+        self.values[s * self.num_actions + a]
+    }
+
+    /// Mutable Q(s, a).
+    #[inline]
+    pub fn get_mut(&mut self, s: usize, a: usize) -> &mut f64 {
+        &mut self.values[s * self.num_actions + a]
+    }
+
+    /// The row Q(s, ·).
+    #[inline]
+    pub fn row(&self, s: usize) -> &[f64] {
+        &self.values[s * self.num_actions..(s + 1) * self.num_actions]
+    }
+
+    /// max_a Q(s, a).
+    #[inline]
+    pub fn max(&self, s: usize) -> f64 {
+        self.row(s)
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// First maximising action (ties go to the lowest index).
+    #[inline]
+    pub fn argmax(&self, s: usize) -> usize {
+        let row = self.row(s);
+        let mut best = 0;
+        for (a, &q) in row.iter().enumerate().skip(1) {
+            if q > row[best] {
+                best = a;
+            }
+        }
+        best
+    }
+
+    /// The whole table, row-major.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// ε-greedy action selection.
+    #[inline]
+    pub fn epsilon_greedy(&self, s: usize, epsilon: f64, rng: &mut StdRng) -> usize {
+        if rng.gen::<f64>() < epsilon {
+            rng.gen_range(0..self.num_actions)
+        } else {
+            self.argmax(s)
+        }
+    }
+}
