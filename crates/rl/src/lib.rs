@@ -4,8 +4,10 @@
 //! ([`monte_carlo`]), occupancy measures ([`occupancy`]), dynamic programming
 //! ([`policy_evaluation`], [`policy_iteration`], [`value_iteration`]) and tabular
 //! TD control ([`td`] with [`sarsa`], [`nstep_sarsa`], [`q_learning`], [`dyna_q`])
-//! on gymnasium-compatible environments ([`env`]), following Sutton & Barto (2nd ed.)
+//! on gymnasium-compatible environments ([`mod@env`]), following Sutton & Barto (2nd ed.)
 //! and the Hands-on-RL tutorial. [`cli`] is the `ferrite rl` command line.
+
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod dyna_q;

@@ -13,7 +13,7 @@ use faer::Mat;
 /// A finite MRP ⟨S, P, R, γ⟩ with reward R(s) received on leaving state s.
 #[derive(Debug, Clone)]
 pub struct Mrp {
-    /// Row-stochastic (or sub-stochastic, for terminating rows) transition matrix P[s][s'].
+    /// Row-stochastic (or sub-stochastic, for terminating rows) transition matrix, `p[s][s_next]`.
     pub p: Vec<Vec<f64>>,
     /// Expected reward per state.
     pub r: Vec<f64>,

@@ -1,6 +1,9 @@
 //! Tabular action values Q(s,a) and the ε-greedy behaviour policy
 //! (Sutton & Barto §2.2–2.3, §5.4): with probability ε a uniformly random
-//! action, otherwise argmax_a Q(s,a) (first maximiser, like `np.argmax`).
+//! action, otherwise argmax_a Q(s,a) with ties broken uniformly at random
+//! (S&B §2.2). The tutorial's `np.argmax` always takes the first maximiser, which
+//! on sparse-reward tasks such as FrozenLake (all-zero rows) never leaves the
+//! first action; random tie-breaking avoids that.
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -71,13 +74,30 @@ impl QTable {
         &self.values
     }
 
-    /// ε-greedy action selection.
+    /// A maximising action chosen uniformly among ties.
+    #[inline]
+    pub fn argmax_random_tie(&self, s: usize, rng: &mut StdRng) -> usize {
+        let row = self.row(s);
+        let max = self.max(s);
+        let ties = row.iter().filter(|&&q| q == max).count();
+        if ties <= 1 {
+            return self.argmax(s);
+        }
+        let k = rng.gen_range(0..ties);
+        row.iter()
+            .enumerate()
+            .filter(|(_, &q)| q == max)
+            .nth(k)
+            .map_or(0, |(a, _)| a)
+    }
+
+    /// ε-greedy action selection (greedy ties broken at random).
     #[inline]
     pub fn epsilon_greedy(&self, s: usize, epsilon: f64, rng: &mut StdRng) -> usize {
         if rng.gen::<f64>() < epsilon {
             rng.gen_range(0..self.num_actions)
         } else {
-            self.argmax(s)
+            self.argmax_random_tie(s, rng)
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Every rule implements [`TdUpdate`]; the single episode loop in [`train`]
 //! picks ε-greedy actions, steps the environment, and hands each experience
-//! (S_t, A_t, R_{t+1}, S_{t+1}[, A_{t+1}]) to the rule. On-policy rules get the
+//! (S_t, A_t, R_{t+1}, S_{t+1}, and A_{t+1} for on-policy rules) to the rule. On-policy rules get the
 //! next action chosen *before* their update (Sarsa's A_{t+1}); off-policy rules
 //! update first and the next action is chosen from the updated table, as in
 //! the tutorial. A terminating step never bootstraps; a truncated one does.

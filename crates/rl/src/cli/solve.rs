@@ -26,10 +26,10 @@ pub struct SolveArgs {
     #[arg(long, value_enum, default_value = "value-iteration")]
     pub algo: SolveAlgo,
     /// Discount factor γ.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub gamma: f64,
     /// Convergence threshold θ (stop after the first sweep with max|ΔV| < θ).
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     pub theta: f64,
     /// Print JSON instead of text.
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! `ferrite rl train`: TD control averaged over seeds, with a return-curve plot.
 
 use super::{render, EnvArgs};
+use crate::env::TabularEnv;
 use crate::plot::{plot_returns, Series};
 use crate::policy::Policy;
 use crate::td::{greedy_rollout, train, Algo, TdParams, TrainConfig};
@@ -42,13 +43,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// ε of the ε-greedy policy.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub epsilon: f64,
     /// Step size α.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Discount γ.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub gamma: f64,
     /// n for n-step Sarsa.
     #[arg(long, default_value_t = 5)]
@@ -98,6 +99,95 @@ fn first_reaching(values: &[f64], w: usize, target: f64) -> Option<usize> {
         .position(|win| win.iter().sum::<f64>() / w as f64 >= target)
 }
 
+/// Everything measured for one algorithm over all runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeriesReport {
+    /// Algorithm label.
+    pub algo: String,
+    /// Mean (over runs) undiscounted return per episode.
+    pub mean_returns: Vec<f64>,
+    /// Mean of the last 10 entries of `mean_returns`.
+    pub last10_mean_return: f64,
+    /// Return of the greedy policy of each run (capped roll-out).
+    pub greedy_returns: Vec<f64>,
+    /// Whether each run's greedy roll-out terminated.
+    pub greedy_reached_terminal: Vec<bool>,
+    /// (return, number of runs) pairs, sorted by return.
+    pub greedy_return_counts: Vec<(f64, usize)>,
+    /// Greedy path (states) of the first run.
+    pub first_run_greedy_path: Vec<usize>,
+    /// First episode whose 10-episode window of `mean_returns` reaches `--target`.
+    pub target_reached_at_episode: Option<usize>,
+    /// Total environment steps.
+    pub env_steps: usize,
+    /// Wall time of all runs (training + roll-outs).
+    pub seconds: f64,
+    #[serde(skip)]
+    first_policy: Option<Policy>,
+}
+
+/// Train `algo` for all runs and summarise.
+fn measure(
+    args: &TrainArgs,
+    base: &TabularEnv,
+    algo: Algo,
+    params: TdParams,
+) -> Result<SeriesReport> {
+    let rollout_cap = base.max_episode_steps.unwrap_or(1000);
+    let mut mean = vec![0.0; args.episodes];
+    let (mut greedy, mut reached, mut steps) = (Vec::new(), Vec::new(), 0);
+    let (mut first_policy, mut first_path) = (None, None);
+    let t0 = Instant::now();
+    for run in 0..args.runs {
+        let seed = args.seed + run as u64;
+        let mut env = base.clone();
+        let cfg = TrainConfig {
+            params,
+            episodes: args.episodes,
+            seed,
+            max_steps: args.max_steps,
+        };
+        let r = train(&mut env, algo, &cfg)?;
+        for (m, g) in mean.iter_mut().zip(&r.returns) {
+            *m += g / args.runs as f64;
+        }
+        steps += r.steps;
+        let roll = greedy_rollout(&mut env, &r.q, seed, rollout_cap);
+        greedy.push(roll.ret);
+        reached.push(roll.terminated);
+        first_path.get_or_insert(roll.path);
+        first_policy
+            .get_or_insert_with(|| Policy::greedy_from_q(r.q.as_slice(), r.q.num_actions()));
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let last = &mean[mean.len().saturating_sub(10)..];
+    let last10_mean_return = last.iter().sum::<f64>() / last.len() as f64;
+    let mut counts: Vec<(f64, usize)> = Vec::new();
+    for &g in &greedy {
+        match counts.iter_mut().find(|(v, _)| *v == g) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((g, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let target_reached_at_episode = args
+        .target
+        .and_then(|t| first_reaching(&mean, 10.min(mean.len()), t));
+    Ok(SeriesReport {
+        algo: algo.label(),
+        mean_returns: mean,
+        last10_mean_return,
+        greedy_returns: greedy,
+        greedy_reached_terminal: reached,
+        greedy_return_counts: counts,
+        first_run_greedy_path: first_path.unwrap_or_default(),
+        target_reached_at_episode,
+        env_steps: steps,
+        seconds,
+        first_policy,
+    })
+}
+
 /// Run the subcommand.
 pub fn run(args: &TrainArgs) -> Result<()> {
     if args.episodes == 0 || args.runs == 0 {
@@ -110,86 +200,26 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         gamma: args.gamma,
     };
     params.validate()?;
-    let rollout_cap = base.max_episode_steps.unwrap_or(1000);
-    let mut curves = Vec::new();
-    let mut reports = Vec::new();
-    for algo in algos(args)? {
-        let mut mean = vec![0.0; args.episodes];
-        let (mut greedy, mut reached, mut steps) = (Vec::new(), Vec::new(), 0);
-        let mut first_policy = None;
-        let t0 = Instant::now();
-        for run in 0..args.runs {
-            let seed = args.seed + run as u64;
-            let mut env = base.clone();
-            let cfg = TrainConfig {
-                params,
-                episodes: args.episodes,
-                seed,
-                max_steps: args.max_steps,
-            };
-            let r = train(&mut env, algo, &cfg)?;
-            for (m, g) in mean.iter_mut().zip(&r.returns) {
-                *m += g / args.runs as f64;
-            }
-            steps += r.steps;
-            let roll = greedy_rollout(&mut env, &r.q, seed, rollout_cap);
-            greedy.push(roll.ret);
-            reached.push(roll.terminated);
-            first_policy
-                .get_or_insert_with(|| Policy::greedy_from_q(r.q.as_slice(), r.q.num_actions()));
-        }
-        let seconds = t0.elapsed().as_secs_f64();
-        let last = &mean[mean.len().saturating_sub(10)..];
-        let last10 = last.iter().sum::<f64>() / last.len() as f64;
-        let greedy_mean = greedy.iter().sum::<f64>() / greedy.len() as f64;
-        let reach_at = args
-            .target
-            .and_then(|t| first_reaching(&mean, 10.min(mean.len()), t));
-        reports.push((
-            algo,
-            last10,
-            greedy_mean,
-            greedy.clone(),
-            reached.clone(),
-            reach_at,
-            steps,
-            seconds,
-            first_policy,
-        ));
-        curves.push(Series {
-            label: algo.label(),
-            values: mean,
-        });
-    }
+    let reports = algos(args)?
+        .into_iter()
+        .map(|algo| measure(args, &base, algo, params))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(path) = &args.plot {
-        let title = format!(
-            "{} on {} (mean of {} runs)",
-            labels(&curves),
-            base.name,
-            args.runs
-        );
+        let curves: Vec<Series> = reports
+            .iter()
+            .map(|r| Series {
+                label: r.algo.clone(),
+                values: r.mean_returns.clone(),
+            })
+            .collect();
+        let what = match reports.as_slice() {
+            [one] => one.algo.clone(),
+            _ => "TD control".to_string(),
+        };
+        let title = format!("{what} on {} (mean of {} runs)", base.name, args.runs);
         plot_returns(path, &title, &curves)?;
     }
     if args.json {
-        let series: Vec<_> = reports
-            .iter()
-            .zip(&curves)
-            .map(
-                |((algo, last10, gmean, greedy, reached, at, steps, secs, _), c)| {
-                    json!({
-                        "algo": algo.label(),
-                        "mean_returns": c.values,
-                        "last10_mean_return": last10,
-                        "greedy_return_mean": gmean,
-                        "greedy_returns": greedy,
-                        "greedy_reached_goal": reached,
-                        "target_reached_at_episode": at,
-                        "env_steps": steps,
-                        "seconds": secs,
-                    })
-                },
-            )
-            .collect();
         let out = json!({
             "env": base.name,
             "episodes": args.episodes,
@@ -199,13 +229,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "alpha": args.alpha,
             "gamma": args.gamma,
             "target": args.target,
-            "series": series,
+            "plot": args.plot,
+            "series": reports,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!(
-        "{}: {} episodes x {} runs (seeds {}..{}), epsilon {}, alpha {}, gamma {}",
+        "{}: {} episodes x {} runs (seeds {}..={}), epsilon {}, alpha {}, gamma {}",
         base.name,
         args.episodes,
         args.runs,
@@ -215,28 +246,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.alpha,
         args.gamma
     );
-    for (algo, last10, gmean, greedy, reached, at, steps, secs, policy) in &reports {
-        let ok = reached.iter().filter(|&&r| r).count();
-        println!("== {}", algo.label());
-        println!("  mean return of the last 10 episodes: {last10:.2}");
-        println!(
-            "  greedy policy return: mean {gmean:.2} over {} runs ({ok} reached a terminal state); per run: {:?}",
-            greedy.len(),
-            greedy
-        );
-        if let Some(t) = args.target {
-            match at {
-                Some(e) => println!("  10-episode mean return first >= {t} at episode {e}"),
-                None => println!("  10-episode mean return never reached {t}"),
-            }
-        }
-        println!("  {steps} environment steps in {secs:.3} s");
-        if let Some(p) = policy {
-            println!("  greedy policy of the first run:");
-            for line in render::policy_grid(&base.layout, p).lines() {
-                println!("    {line}");
-            }
-        }
+    for r in &reports {
+        print_report(args, &base, r);
     }
     if let Some(path) = &args.plot {
         println!("plot written to {}", path.display());
@@ -244,10 +255,46 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn labels(curves: &[Series]) -> String {
-    if curves.len() == 1 {
-        curves[0].label.clone()
+fn print_report(args: &TrainArgs, base: &TabularEnv, r: &SeriesReport) {
+    let ok = r.greedy_reached_terminal.iter().filter(|&&x| x).count();
+    let counts: Vec<String> = r
+        .greedy_return_counts
+        .iter()
+        .map(|(g, c)| format!("{g} x{c}"))
+        .collect();
+    println!("== {}", r.algo);
+    println!(
+        "  mean return of the last 10 episodes: {:.2}",
+        r.last10_mean_return
+    );
+    println!(
+        "  greedy-policy return per run: {} ({ok}/{} runs reach a terminal state)",
+        counts.join(", "),
+        r.greedy_returns.len()
+    );
+    if let Some(t) = args.target {
+        match r.target_reached_at_episode {
+            Some(e) => println!("  10-episode mean return first >= {t} at episode {e}"),
+            None => println!("  10-episode mean return never reached {t}"),
+        }
+    }
+    println!("  {} environment steps in {:.3} s", r.env_steps, r.seconds);
+    let path: Vec<String> = r
+        .first_run_greedy_path
+        .iter()
+        .take(40)
+        .map(|s| s.to_string())
+        .collect();
+    let more = if r.first_run_greedy_path.len() > 40 {
+        " ..."
     } else {
-        "TD control".into()
+        ""
+    };
+    println!("  greedy path of the first run: {}{more}", path.join(" "));
+    if let Some(p) = &r.first_policy {
+        println!("  greedy policy of the first run:");
+        for line in render::policy_grid(&base.layout, p).lines() {
+            println!("    {line}");
+        }
     }
 }
