@@ -1,0 +1,57 @@
+//! `ferrite`: the command-line face of the ferrite libraries. Each subcommand is a thin layer
+//! that parses flags, calls a library and prints text or `--json`.
+
+mod commands;
+mod common;
+mod kv_spec;
+
+use clap::{Parser, Subcommand};
+
+/// Memory-lean LLM inference, pruning, diffusion and RL, in Rust.
+#[derive(Parser)]
+#[command(name = "ferrite", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for tensor kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's architecture, sizes, tensor types and KV bytes per token.
+    Info(commands::info::InfoArgs),
+    /// Generate a continuation of a prompt, streaming tokens to stdout.
+    Generate(commands::generate::GenerateArgs),
+    /// Multi-round chat on stdin (ChatML), keeping the history in the KV cache.
+    Chat(commands::chat::ChatArgs),
+    /// Perplexity of a text, chunked or streaming through a KV-cache policy.
+    Ppl(commands::ppl::PplArgs),
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if let Err(e) = common::set_threads(cli.threads) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+    let result = match cli.command {
+        Command::Info(a) => commands::info::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Ppl(a) => commands::ppl::run(a),
+    };
+    if let Err(e) = result {
+        // One line: the chain of contexts, outermost first.
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,413 @@
+//! The llama-family decoder (Touvron et al. 2023): pre-norm blocks
+//! `h = x + Attn(RMSNorm(x))`, `out = h + MLP(RMSNorm(h))`, grouped-query attention with RoPE,
+//! SwiGLU MLP `W_down(silu(W_gate x) ⊙ W_up x)`.
+//!
+//! Batch size is 1 throughout: activations are `[t, hidden]`. The KV cache is a policy behind
+//! [`KvCache`]; the model asks it for positions and hands it pre-RoPE keys.
+
+use crate::config::LlamaConfig;
+use crate::kv_cache::{KvCache, KvGeometry};
+use crate::linear::Linear;
+use crate::rope::{Rope, RopeAngles};
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor, D};
+use std::sync::Arc;
+
+/// RMSNorm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) ⊙ g`.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// Gain `g`.
+    pub weight: Tensor,
+    /// ε.
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    /// Normalises the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
+    }
+}
+
+/// Token embedding, kept in the file's blocks on the quantised path (rows dequantised on
+/// lookup) or dense.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    /// Quantised table.
+    Quantized(Arc<QTensor>),
+    /// Dense f32 table.
+    Dense(Tensor),
+}
+
+impl Embedding {
+    /// Rows of `ids`: `[t, hidden]`.
+    pub fn forward(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let ids = Tensor::new(ids, device)?;
+        Ok(match self {
+            Self::Quantized(q) => q.embedding(&ids)?,
+            Self::Dense(w) => w.index_select(&ids, 0)?,
+        })
+    }
+
+    /// Bytes stored.
+    pub fn storage_bytes(&self) -> usize {
+        match self {
+            Self::Quantized(q) => q.storage_size_in_bytes(),
+            Self::Dense(w) => w.elem_count() * 4,
+        }
+    }
+}
+
+/// Grouped-query self-attention.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// `W_q`.
+    pub q: Linear,
+    /// `W_k`.
+    pub k: Linear,
+    /// `W_v`.
+    pub v: Linear,
+    /// `W_o`.
+    pub o: Linear,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+}
+
+/// SwiGLU MLP.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    /// `W_gate`.
+    pub gate: Linear,
+    /// `W_up`.
+    pub up: Linear,
+    /// `W_down`.
+    pub down: Linear,
+}
+
+impl Mlp {
+    /// `W_down(silu(W_gate x) ⊙ W_up x)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(gate * self.up.forward(x)?)?)
+    }
+}
+
+/// Causal mask for `t` new tokens attending over `total` keys (the new ones last), repeated for
+/// the `n_rep` query heads that share a key head: `[n_rep·t, total]`, 0 or -∞.
+fn causal_mask(t: usize, total: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
+    let offset = total - t;
+    let row: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= offset + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(row, (t, total), device)?;
+    Ok(mask.repeat((n_rep, 1))?)
+}
+
+impl Attention {
+    /// Attention weights and output for `x: [t, hidden]` (already normed). New K/V go through
+    /// the cache; the queries are rotated with `angles`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        angles: &RopeAngles,
+        cache: &mut dyn KvCache,
+    ) -> Result<Tensor> {
+        let (t, _) = x.dims2()?;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((t, n, self.head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?)
+        };
+        let q = heads(self.q.forward(x)?, self.n_head)?;
+        let k = heads(self.k.forward(x)?, self.n_kv_head)?;
+        let v = heads(self.v.forward(x)?, self.n_kv_head)?;
+        let q = angles.rotate(&q)?;
+        let (k_all, v_all) = cache.update(layer, &k, &v, angles)?;
+        let total = k_all.dim(1)?;
+        let y = self.attend(&q, &k_all, &v_all, t, total)?;
+        self.o.forward(&y)
+    }
+
+    /// softmax(q Kᵀ / √d + mask) V with query heads grouped by their key head, so K and V are
+    /// never repeated: `q: [n_head, t, d]`, `k, v: [n_kv_head, total, d]` → `[t, n_head·d]`.
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        t: usize,
+        total: usize,
+    ) -> Result<Tensor> {
+        let n_rep = self.n_head / self.n_kv_head;
+        let q = q.reshape((self.n_kv_head, n_rep * t, self.head_dim))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if t > 1 {
+            scores = scores.broadcast_add(&causal_mask(t, total, n_rep, q.device())?)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v.contiguous()?)?;
+        Ok(y.reshape((self.n_head, t, self.head_dim))?
+            .transpose(0, 1)?
+            .reshape((t, self.n_head * self.head_dim))?)
+    }
+}
+
+/// One decoder block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Pre-attention norm.
+    pub attn_norm: RmsNorm,
+    /// Self-attention.
+    pub attn: Attention,
+    /// Pre-MLP norm.
+    pub ffn_norm: RmsNorm,
+    /// MLP.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// `h = x + Attn(norm(x)); h + MLP(norm(h))`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        angles: &RopeAngles,
+        cache: &mut dyn KvCache,
+    ) -> Result<Tensor> {
+        let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, layer, angles, cache)?)?;
+        Ok((&h + self.mlp.forward(&self.ffn_norm.forward(&h)?)?)?)
+    }
+}
+
+/// How weights are held for compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ComputeDType {
+    /// Quantised GGUF blocks multiplied directly (default; fast decode, small memory).
+    Quantized,
+    /// Every weight dequantised to dense f32 (pruning, analysis, reference parity).
+    F32,
+}
+
+impl std::str::FromStr for ComputeDType {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "q" | "quant" | "quantized" | "native" => Ok(Self::Quantized),
+            "f32" => Ok(Self::F32),
+            other => bail!("unknown --dtype `{other}` (expected `quant` or `f32`)"),
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Quantized => "quant",
+            Self::F32 => "f32",
+        })
+    }
+}
+
+/// A llama-family causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    /// Hyper-parameters.
+    pub config: LlamaConfig,
+    /// Token embedding.
+    pub embedding: Embedding,
+    /// Decoder blocks.
+    pub blocks: Vec<Block>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection (the embedding when tied).
+    pub lm_head: Linear,
+    /// RoPE of the model.
+    pub rope: Rope,
+    /// How weights are held.
+    pub dtype: ComputeDType,
+    device: Device,
+}
+
+impl Llama {
+    /// Builds the model from a weight source.
+    pub fn load(
+        config: LlamaConfig,
+        source: &mut dyn crate::weights::WeightSource,
+        dtype: ComputeDType,
+        device: &Device,
+    ) -> Result<Self> {
+        use crate::weights::{StoredTensor, TensorRole as R};
+        let mut get = |role: R| -> Result<StoredTensor> {
+            source
+                .load(role)?
+                .with_context(|| format!("model file lacks the tensor for {role:?}"))
+        };
+        let linear = |t: StoredTensor| -> Result<Linear> {
+            match (t, dtype) {
+                (StoredTensor::Quantized(q), ComputeDType::Quantized) => Linear::quantized(q),
+                (t, _) => Linear::dense(t.to_f32()?),
+            }
+        };
+        let norm = |t: StoredTensor| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: t.to_f32()?.flatten_all()?,
+                eps: config.rms_norm_eps as f32,
+            })
+        };
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for l in 0..config.n_layer {
+            blocks.push(Block {
+                attn_norm: norm(get(R::AttnNorm(l))?)?,
+                attn: Attention {
+                    q: linear(get(R::Q(l))?)?,
+                    k: linear(get(R::K(l))?)?,
+                    v: linear(get(R::V(l))?)?,
+                    o: linear(get(R::O(l))?)?,
+                    n_head: config.n_head,
+                    n_kv_head: config.n_kv_head,
+                    head_dim: config.head_dim,
+                },
+                ffn_norm: norm(get(R::FfnNorm(l))?)?,
+                mlp: Mlp {
+                    gate: linear(get(R::Gate(l))?)?,
+                    up: linear(get(R::Up(l))?)?,
+                    down: linear(get(R::Down(l))?)?,
+                },
+            });
+        }
+        let embd = get(R::TokenEmbedding)?;
+        let output = get(R::Output).ok();
+        let output_norm = get(R::OutputNorm)?;
+        let lm_head = match output {
+            Some(t) => linear(t)?,
+            None => linear(embd.clone())?,
+        };
+        let embedding = match (&embd, dtype) {
+            (StoredTensor::Quantized(q), ComputeDType::Quantized)
+                if q.shape().dims2()?.1 % q.dtype().block_size() == 0 =>
+            {
+                Embedding::Quantized(q.clone())
+            }
+            _ => Embedding::Dense(embd.to_f32()?),
+        };
+        let (vocab, hidden) = lm_head.shape()?;
+        if hidden != config.hidden_size || vocab != config.vocab_size {
+            bail!(
+                "output projection is {vocab}x{hidden}, config says {}x{}",
+                config.vocab_size,
+                config.hidden_size
+            );
+        }
+        Ok(Self {
+            rope: Rope::new(
+                config.rope_theta,
+                config.head_dim,
+                config.rope_style,
+                device,
+            ),
+            norm: norm(output_norm)?,
+            config,
+            embedding,
+            blocks,
+            lm_head,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// Geometry of the K/V this model produces, for building cache policies.
+    pub fn kv_geometry(&self) -> KvGeometry {
+        KvGeometry {
+            n_layer: self.config.n_layer,
+            n_kv_head: self.config.n_kv_head,
+            head_dim: self.config.head_dim,
+            max_tokens: self.config.context_length,
+            device: self.device.clone(),
+        }
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Embeds `tokens` and prepares the step: returns the embeddings and the RoPE angles of the
+    /// positions the cache assigns.
+    pub fn begin(&self, tokens: &[u32], cache: &mut dyn KvCache) -> Result<(Tensor, RopeAngles)> {
+        if tokens.is_empty() {
+            bail!("no tokens to process");
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            bail!("token id {bad} is outside the vocabulary of {}", self.config.vocab_size);
+        }
+        let positions = cache.begin_step(tokens.len())?;
+        let angles = self.rope.angles(&positions)?;
+        Ok((self.embedding.forward(tokens, &self.device)?, angles))
+    }
+
+    /// Runs `tokens` through every block, appending them to `cache`; returns the final-normed
+    /// hidden states `[t, hidden]`.
+    pub fn forward_hidden(&self, tokens: &[u32], cache: &mut dyn KvCache) -> Result<Tensor> {
+        let (mut x, angles) = self.begin(tokens, cache)?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, l, &angles, cache)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits `[t, vocab]` of hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Logits of the last token after running `tokens`: what decoding needs.
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut dyn KvCache) -> Result<Vec<f32>> {
+        let h = self.forward_hidden(tokens, cache)?;
+        let last = h.narrow(0, h.dim(0)? - 1, 1)?;
+        Ok(self.logits(&last)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Bytes of all weights as held for compute.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [
+                    &b.attn.q,
+                    &b.attn.k,
+                    &b.attn.v,
+                    &b.attn.o,
+                    &b.mlp.gate,
+                    &b.mlp.up,
+                    &b.mlp.down,
+                ]
+                .iter()
+                .map(|l| l.storage_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        blocks + self.embedding.storage_bytes() + self.lm_head.storage_bytes()
+    }
+}
+
+/// Log-probabilities `[t, vocab]` (f32) of logits, computed stably.
+pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+}
