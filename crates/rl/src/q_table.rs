@@ -50,10 +50,14 @@ impl QTable {
     /// max_a Q(s, a).
     #[inline]
     pub fn max(&self, s: usize) -> f64 {
-        self.row(s)
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max)
+        let row = self.row(s);
+        let mut m = row[0];
+        for &q in &row[1..] {
+            if q > m {
+                m = q;
+            }
+        }
+        m
     }
 
     /// First maximising action (ties go to the lowest index).
@@ -74,21 +78,29 @@ impl QTable {
         &self.values
     }
 
-    /// A maximising action chosen uniformly among ties.
+    /// A maximising action chosen uniformly among ties (one pass; the RNG is used only on ties).
     #[inline]
     pub fn argmax_random_tie(&self, s: usize, rng: &mut StdRng) -> usize {
         let row = self.row(s);
-        let max = self.max(s);
-        let ties = row.iter().filter(|&&q| q == max).count();
-        if ties <= 1 {
-            return self.argmax(s);
+        let (mut best, mut ties) = (0, 1);
+        for (a, &q) in row.iter().enumerate().skip(1) {
+            if q > row[best] {
+                best = a;
+                ties = 1;
+            } else if q == row[best] {
+                ties += 1;
+            }
+        }
+        if ties == 1 {
+            return best;
         }
         let k = rng.gen_range(0..ties);
+        let max = row[best];
         row.iter()
             .enumerate()
             .filter(|(_, &q)| q == max)
             .nth(k)
-            .map_or(0, |(a, _)| a)
+            .map_or(best, |(a, _)| a)
     }
 
     /// ε-greedy action selection (greedy ties broken at random).

@@ -4,12 +4,31 @@
 //! * `train`: Sarsa, n-step Sarsa, Q-learning or Dyna-Q, averaged over seeds, with a PNG plot.
 //! * `mrp`: the Hands-on-RL chapter-3 Markov reward process / MDP examples.
 
+/// `writeln!` into a `String` buffer (formatting into a `String` cannot fail).
+macro_rules! outln {
+    ($buf:expr) => {{
+        $buf.push('\n');
+    }};
+    ($buf:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($buf, $($arg)*);
+    }};
+}
+
+/// `write!` into a `String` buffer.
+macro_rules! outp {
+    ($buf:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = write!($buf, $($arg)*);
+    }};
+}
+
 mod mrp;
 mod render;
 mod solve;
 mod train;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -54,6 +73,16 @@ impl EnvArgs {
     /// Build the environment.
     pub fn make(&self) -> Result<crate::env::TabularEnv> {
         crate::env::make(self.env.as_deref(), self.slippery, self.map.as_deref())
+    }
+}
+
+/// Write `text` to stdout; a closed pipe (e.g. `| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `ferrite rl mrp`: the tutorial's chapter-3 examples end to end.
 
+use super::emit;
 use crate::mdp::{action_values, to_mrp};
 use crate::monte_carlo::{mc_evaluate, sample_episodes, Visit};
 use crate::occupancy::{exact_occupancy, sampled_occupancy, Normalise};
@@ -34,6 +35,7 @@ fn fmt(v: &[f64]) -> String {
 
 /// Run the subcommand.
 pub fn run(args: &MrpArgs) -> Result<()> {
+    let mut buf = String::new();
     let mrp = tutorial::example_mrp()?;
     let chain_return = mrp.chain_return(&[0, 1, 2, 5], 0);
     let analytic = mrp.analytic_values()?;
@@ -63,7 +65,7 @@ pub fn run(args: &MrpArgs) -> Result<()> {
     }
 
     if args.json {
-        let out = json!({
+        let doc = json!({
             "mrp": {
                 "gamma": mrp.gamma, "rewards": mrp.r,
                 "chain_s1_s2_s3_s6_return": chain_return,
@@ -81,43 +83,55 @@ pub fn run(args: &MrpArgs) -> Result<()> {
                 })).collect::<Vec<_>>(),
             }
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        outln!(buf, "{}", serde_json::to_string_pretty(&doc)?);
+        return emit(&buf);
     }
-    println!(
+    outln!(
+        buf,
         "Markov reward process (6 states, gamma = {}, R = {:?})",
-        mrp.gamma, mrp.r
+        mrp.gamma,
+        mrp.r
     );
-    println!("  return of s1-s2-s3-s6: {chain_return}");
-    println!("  V analytic  (I - gamma P)^-1 R: {}", fmt(&analytic));
-    println!("  V iterative ({sweeps} sweeps):      {}", fmt(&iterative));
-    println!("MDP (5 states, gamma = {gamma}) under the uniform policy 1");
-    println!("  V via MRP folding: {}", fmt(&mdp_values));
+    outln!(buf, "  return of s1-s2-s3-s6: {chain_return}");
+    outln!(buf, "  V analytic  (I - gamma P)^-1 R: {}", fmt(&analytic));
+    outln!(
+        buf,
+        "  V iterative ({sweeps} sweeps):      {}",
+        fmt(&iterative)
+    );
+    outln!(
+        buf,
+        "MDP (5 states, gamma = {gamma}) under the uniform policy 1"
+    );
+    outln!(buf, "  V via MRP folding: {}", fmt(&mdp_values));
     let names = &mdp.action_names;
     for s in 0..4 {
         let qs: Vec<String> = (0..7)
             .filter(|&a| mdp.available(s, a))
             .map(|a| format!("Q(s{}, {}) = {:.4}", s + 1, names[a], q[s * 7 + a]))
             .collect();
-        println!("  {}", qs.join(", "));
+        outln!(buf, "  {}", qs.join(", "));
     }
-    println!(
+    outln!(
+        buf,
         "  MC every-visit ({} episodes, seed {}): {}",
         args.episodes,
         args.seed,
         fmt(&every)
     );
-    println!(
+    outln!(
+        buf,
         "  MC first-visit ({} episodes, seed {}): {}",
         args.episodes,
         args.seed,
         fmt(&first)
     );
     for (name, exact, sampled, alive) in occ {
-        println!(
+        outln!(
+            buf,
             "  occupancy rho(s4, random) under {name}: exact {exact:.4}, sampled {sampled:.4} \
              (tutorial's alive-normalised estimator {alive:.4})"
         );
     }
-    Ok(())
+    emit(&buf)
 }

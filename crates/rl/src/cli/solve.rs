@@ -1,6 +1,6 @@
 //! `ferrite rl solve`: dynamic programming on an environment's model.
 
-use super::{render, EnvArgs};
+use super::{emit, render, EnvArgs};
 use crate::policy_iteration::policy_iteration;
 use crate::value_iteration::value_iteration;
 use anyhow::Result;
@@ -38,6 +38,7 @@ pub struct SolveArgs {
 
 /// Run the subcommand.
 pub fn run(args: &SolveArgs) -> Result<()> {
+    let mut buf = String::new();
     let env = args.env.make()?;
     let layout = &env.layout;
     let (values, policy, sweeps_text, sweeps_json) = match args.algo {
@@ -67,7 +68,7 @@ pub fn run(args: &SolveArgs) -> Result<()> {
         let arrows: Vec<String> = (0..values.len())
             .map(|s| render::arrows(layout, &policy, s))
             .collect();
-        let out = json!({
+        let doc = json!({
             "env": env.name,
             "algo": args.algo.to_possible_value().map(|v| v.get_name().to_string()),
             "gamma": args.gamma,
@@ -79,20 +80,24 @@ pub fn run(args: &SolveArgs) -> Result<()> {
             "policy": arrows,
             "stats": sweeps_json,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!(buf, "{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!(
+        outln!(
+            buf,
             "{} (gamma = {}, theta = {})",
-            env.name, args.gamma, args.theta
+            env.name,
+            args.gamma,
+            args.theta
         );
-        println!("{sweeps_text}");
-        println!("state values:");
-        print!("{}", render::value_grid(layout, &values));
-        println!(
+        outln!(buf, "{sweeps_text}");
+        outln!(buf, "state values:");
+        outp!(buf, "{}", render::value_grid(layout, &values));
+        outln!(
+            buf,
             "policy (actions {}):",
             layout.arrows.iter().collect::<String>()
         );
-        print!("{}", render::policy_grid(layout, &policy));
+        outp!(buf, "{}", render::policy_grid(layout, &policy));
     }
-    Ok(())
+    emit(&buf)
 }

@@ -1,6 +1,6 @@
 //! `ferrite rl train`: TD control averaged over seeds, with a return-curve plot.
 
-use super::{render, EnvArgs};
+use super::{emit, render, EnvArgs};
 use crate::env::TabularEnv;
 use crate::plot::{plot_returns, Series};
 use crate::policy::Policy;
@@ -190,6 +190,7 @@ fn measure(
 
 /// Run the subcommand.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let mut buf = String::new();
     if args.episodes == 0 || args.runs == 0 {
         bail!("--episodes and --runs must be at least 1");
     }
@@ -220,7 +221,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         plot_returns(path, &title, &curves)?;
     }
     if args.json {
-        let out = json!({
+        let doc = json!({
             "env": base.name,
             "episodes": args.episodes,
             "runs": args.runs,
@@ -232,10 +233,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "plot": args.plot,
             "series": reports,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        outln!(buf, "{}", serde_json::to_string_pretty(&doc)?);
+        return emit(&buf);
     }
-    println!(
+    outln!(
+        buf,
         "{}: {} episodes x {} runs (seeds {}..={}), epsilon {}, alpha {}, gamma {}",
         base.name,
         args.episodes,
@@ -247,38 +249,45 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.gamma
     );
     for r in &reports {
-        print_report(args, &base, r);
+        print_report(&mut buf, args, &base, r);
     }
     if let Some(path) = &args.plot {
-        println!("plot written to {}", path.display());
+        outln!(buf, "plot written to {}", path.display());
     }
-    Ok(())
+    emit(&buf)
 }
 
-fn print_report(args: &TrainArgs, base: &TabularEnv, r: &SeriesReport) {
+fn print_report(buf: &mut String, args: &TrainArgs, base: &TabularEnv, r: &SeriesReport) {
     let ok = r.greedy_reached_terminal.iter().filter(|&&x| x).count();
     let counts: Vec<String> = r
         .greedy_return_counts
         .iter()
         .map(|(g, c)| format!("{g} x{c}"))
         .collect();
-    println!("== {}", r.algo);
-    println!(
+    outln!(buf, "== {}", r.algo);
+    outln!(
+        buf,
         "  mean return of the last 10 episodes: {:.2}",
         r.last10_mean_return
     );
-    println!(
+    outln!(
+        buf,
         "  greedy-policy return per run: {} ({ok}/{} runs reach a terminal state)",
         counts.join(", "),
         r.greedy_returns.len()
     );
     if let Some(t) = args.target {
         match r.target_reached_at_episode {
-            Some(e) => println!("  10-episode mean return first >= {t} at episode {e}"),
-            None => println!("  10-episode mean return never reached {t}"),
+            Some(e) => outln!(buf, "  10-episode mean return first >= {t} at episode {e}"),
+            None => outln!(buf, "  10-episode mean return never reached {t}"),
         }
     }
-    println!("  {} environment steps in {:.3} s", r.env_steps, r.seconds);
+    outln!(
+        buf,
+        "  {} environment steps in {:.3} s",
+        r.env_steps,
+        r.seconds
+    );
     let path: Vec<String> = r
         .first_run_greedy_path
         .iter()
@@ -290,11 +299,15 @@ fn print_report(args: &TrainArgs, base: &TabularEnv, r: &SeriesReport) {
     } else {
         ""
     };
-    println!("  greedy path of the first run: {}{more}", path.join(" "));
+    outln!(
+        buf,
+        "  greedy path of the first run: {}{more}",
+        path.join(" ")
+    );
     if let Some(p) = &r.first_policy {
-        println!("  greedy policy of the first run:");
+        outln!(buf, "  greedy policy of the first run:");
         for line in render::policy_grid(&base.layout, p).lines() {
-            println!("    {line}");
+            outln!(buf, "    {line}");
         }
     }
 }
