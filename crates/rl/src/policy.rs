@@ -113,3 +113,18 @@ fn greedy_row(q: &[f64]) -> Vec<f64> {
         .map(|&x| if x == max { 1.0 / count as f64 } else { 0.0 })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_rows_share_ties() {
+        let p = Policy::greedy_from_q(&[1.0, 3.0, 3.0, 0.0, 0.0, 0.0], 3);
+        assert_eq!(p.row(0), &[0.0, 0.5, 0.5]);
+        assert_eq!(p.row(1), &[1.0 / 3.0; 3]);
+        assert_eq!(p.support(0), vec![1, 2]);
+        assert!(Policy::from_rows(vec![vec![0.5, 0.5], vec![1.0]]).is_none());
+        assert!(Policy::from_rows(vec![]).is_none());
+    }
+}

@@ -113,3 +113,48 @@ impl QTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn ties_are_broken_uniformly_and_strict_max_wins() {
+        let mut q = QTable::new(2, 4);
+        *q.get_mut(0, 1) = -1.0; // actions 0, 2, 3 tie at 0
+        *q.get_mut(1, 2) = 0.5;
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut counts = [0usize; 4];
+        for _ in 0..30_000 {
+            counts[q.argmax_random_tie(0, &mut rng)] += 1;
+            assert_eq!(q.argmax_random_tie(1, &mut rng), 2);
+        }
+        assert_eq!(counts[1], 0);
+        for a in [0, 2, 3] {
+            assert!(
+                (counts[a] as f64 / 30_000.0 - 1.0 / 3.0).abs() < 0.02,
+                "{counts:?}"
+            );
+        }
+        assert_eq!((q.argmax(0), q.max(0), q.max(1)), (0, 0.0, 0.5));
+    }
+
+    #[test]
+    fn epsilon_one_is_uniform_and_zero_is_greedy() {
+        let mut q = QTable::new(1, 4);
+        *q.get_mut(0, 3) = 1.0;
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut counts = [0usize; 4];
+        for _ in 0..20_000 {
+            counts[q.epsilon_greedy(0, 1.0, &mut rng)] += 1;
+            assert_eq!(q.epsilon_greedy(0, 0.0, &mut rng), 3);
+        }
+        assert!(
+            counts
+                .iter()
+                .all(|&c| (c as f64 / 20_000.0 - 0.25).abs() < 0.02),
+            "{counts:?}"
+        );
+    }
+}
