@@ -53,7 +53,7 @@ impl Policy {
 
     /// Number of states.
     pub fn num_states(&self) -> usize {
-        self.probs.len() / self.num_actions
+        self.probs.len().checked_div(self.num_actions).unwrap_or(0)
     }
 
     /// Number of actions.

@@ -215,6 +215,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .collect();
         let what = match reports.as_slice() {
             [one] => one.algo.clone(),
+            many if many.iter().all(|r| r.algo.starts_with("dyna-q")) => "Dyna-Q".to_string(),
             _ => "TD control".to_string(),
         };
         let title = format!("{what} on {} (mean of {} runs)", base.name, args.runs);

@@ -92,6 +92,9 @@ impl TabularEnv {
         layout: Layout,
     ) -> Result<Self> {
         let num_states = start.len();
+        if num_states == 0 || num_actions == 0 {
+            bail!("{name}: an environment needs at least one state and one action");
+        }
         if table.len() != num_states * num_actions {
             bail!(
                 "{name}: table has {} entries, want {}",
