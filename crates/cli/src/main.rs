@@ -28,15 +28,26 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Perplexity of a text, chunked or streaming through a KV-cache policy.
     Ppl(commands::ppl::PplArgs),
+    /// RL basics: Markov reward processes, dynamic programming, Monte Carlo and TD control.
+    Rl(ferrite_rl::cli::RlArgs),
 }
 
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
             let _ = e.print();
-            std::process::exit(code);
+            return;
+        }
+        Err(e) => {
+            // One line: clap's first line names the bad flag or value.
+            let msg = e.to_string();
+            eprintln!(
+                "{}",
+                msg.lines().next().unwrap_or("error: invalid arguments")
+            );
+            std::process::exit(2);
         }
     };
     if let Err(e) = common::set_threads(cli.threads) {
@@ -48,6 +59,7 @@ fn main() {
         Command::Generate(a) => commands::generate::run(a),
         Command::Chat(a) => commands::chat::run(a),
         Command::Ppl(a) => commands::ppl::run(a),
+        Command::Rl(a) => ferrite_rl::cli::run(a),
     };
     if let Err(e) = result {
         // One line: the chain of contexts, outermost first.

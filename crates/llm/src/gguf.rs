@@ -32,7 +32,10 @@ impl GgufFile {
         }
         let mut reader = BufReader::new(File::open(path)?);
         let content = Content::read(&mut reader).map_err(|e| {
-            anyhow::anyhow!("{} is a corrupt or truncated GGUF file: {e}", path.display())
+            anyhow::anyhow!(
+                "{} is a corrupt or truncated GGUF file: {e}",
+                path.display()
+            )
         })?;
         for (name, info) in &content.tensor_infos {
             let dtype = info.ggml_dtype;

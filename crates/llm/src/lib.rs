@@ -15,6 +15,7 @@ pub mod perplexity;
 pub mod rope;
 pub mod safetensors;
 pub mod sampling;
+pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 

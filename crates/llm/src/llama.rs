@@ -190,7 +190,9 @@ impl Block {
         angles: &RopeAngles,
         cache: &mut dyn KvCache,
     ) -> Result<Tensor> {
-        let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, layer, angles, cache)?)?;
+        let h = (x + self
+            .attn
+            .forward(&self.attn_norm.forward(x)?, layer, angles, cache)?)?;
         Ok((&h + self.mlp.forward(&self.ffn_norm.forward(&h)?)?)?)
     }
 }
@@ -353,8 +355,14 @@ impl Llama {
         if tokens.is_empty() {
             bail!("no tokens to process");
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-            bail!("token id {bad} is outside the vocabulary of {}", self.config.vocab_size);
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            bail!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            );
         }
         let positions = cache.begin_step(tokens.len())?;
         let angles = self.rope.angles(&positions)?;
@@ -409,5 +417,8 @@ impl Llama {
 
 /// Log-probabilities `[t, vocab]` (f32) of logits, computed stably.
 pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+    Ok(candle_nn::ops::log_softmax(
+        &logits.to_dtype(DType::F32)?,
+        D::Minus1,
+    )?)
 }

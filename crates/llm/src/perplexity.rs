@@ -69,7 +69,10 @@ pub fn chunked(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Perplexity> {
     if ids.len() < 2 {
-        bail!("need at least 2 tokens to measure perplexity, got {}", ids.len());
+        bail!(
+            "need at least 2 tokens to measure perplexity, got {}",
+            ids.len()
+        );
     }
     if ctx < 2 || ctx > model.config.context_length {
         bail!(
@@ -110,7 +113,10 @@ pub fn streaming(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Perplexity> {
     if ids.len() < 2 {
-        bail!("need at least 2 tokens to measure perplexity, got {}", ids.len());
+        bail!(
+            "need at least 2 tokens to measure perplexity, got {}",
+            ids.len()
+        );
     }
     let t0 = Instant::now();
     let mut nlls = Vec::with_capacity(ids.len() - 1);

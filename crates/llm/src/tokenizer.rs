@@ -53,7 +53,10 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
 impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's metadata.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let meta = |k: &str| gguf.meta(k).with_context(|| format!("GGUF metadata lacks `{k}`"));
+        let meta = |k: &str| {
+            gguf.meta(k)
+                .with_context(|| format!("GGUF metadata lacks `{k}`"))
+        };
         let model = meta("tokenizer.ggml.model")?.to_string()?.clone();
         if model != "gpt2" {
             bail!("unsupported tokenizer model `{model}` (ferrite reads byte-level BPE, `gpt2`)");
@@ -132,7 +135,11 @@ impl Tokenizer {
         Ok(Self::finish(inner, stop_ids, template.as_deref()))
     }
 
-    fn finish(inner: tokenizers::Tokenizer, mut stop_ids: Vec<u32>, template: Option<&str>) -> Self {
+    fn finish(
+        inner: tokenizers::Tokenizer,
+        mut stop_ids: Vec<u32>,
+        template: Option<&str>,
+    ) -> Self {
         for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
             if let Some(id) = inner.token_to_id(t) {
                 if !stop_ids.contains(&id) {
@@ -169,6 +176,13 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Writes the tokenizer as an HF `tokenizer.json`.
+    pub fn save_json(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+    }
+
     /// The id of a token string.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
@@ -197,7 +211,10 @@ pub struct Message {
 pub fn chatml_prompt(messages: &[Message]) -> String {
     let mut s = String::new();
     for m in messages {
-        s.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+        s.push_str(&format!(
+            "<|im_start|>{}\n{}<|im_end|>\n",
+            m.role, m.content
+        ));
     }
     s.push_str("<|im_start|>assistant\n");
     s

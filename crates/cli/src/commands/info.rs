@@ -52,7 +52,13 @@ pub fn run(args: InfoArgs) -> Result<()> {
     println!("architecture {}", c.architecture);
     println!(
         "layers {}  hidden {}  mlp {}  heads {} (kv {})  head_dim {}  vocab {}",
-        c.n_layer, c.hidden_size, c.intermediate_size, c.n_head, c.n_kv_head, c.head_dim, c.vocab_size
+        c.n_layer,
+        c.hidden_size,
+        c.intermediate_size,
+        c.n_head,
+        c.n_kv_head,
+        c.head_dim,
+        c.vocab_size
     );
     println!(
         "rope θ {}  rms ε {}  context {}  tied embeddings {}",

@@ -52,7 +52,9 @@ pub fn run(args: PplArgs) -> Result<()> {
         (r, cache.spec())
     } else {
         if args.kv != "full" {
-            bail!("--kv applies to --stream; chunked perplexity always uses a full cache per chunk");
+            bail!(
+                "--kv applies to --stream; chunked perplexity always uses a full cache per chunk"
+            );
         }
         (
             perplexity::chunked(&m.model, &ids, args.ctx, &mut progress)?,
