@@ -28,6 +28,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Perplexity of a text, chunked or streaming through a KV-cache policy.
     Ppl(commands::ppl::PplArgs),
+    /// Throughput benchmark: prompt processing and decode tokens/s, peak RSS.
+    Bench(commands::bench::BenchArgs),
     /// RL basics: Markov reward processes, dynamic programming, Monte Carlo and TD control.
     Rl(ferrite_rl::cli::RlArgs),
 }
@@ -59,6 +61,7 @@ fn main() {
         Command::Generate(a) => commands::generate::run(a),
         Command::Chat(a) => commands::chat::run(a),
         Command::Ppl(a) => commands::ppl::run(a),
+        Command::Bench(a) => commands::bench::run(a),
         Command::Rl(a) => ferrite_rl::cli::run(a),
     };
     if let Err(e) = result {

@@ -6,6 +6,13 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use std::sync::Arc;
 
+/// Rows from which a quantised matmul dequantises the weight and runs the f32 GEMM.
+pub const DEQUANT_GEMM_ROWS: usize = 32;
+
+fn rows(x: &Tensor) -> usize {
+    x.elem_count() / x.dim(candle_core::D::Minus1).unwrap_or(1).max(1)
+}
+
 /// Weight of one projection, `[out_features, in_features]`.
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -28,8 +35,15 @@ impl Linear {
     }
 
     /// `x Wᵀ` for `x: [..., in_features]`.
+    ///
+    /// Quantised weights: decode-sized inputs use candle's quantised vec-dot kernels; inputs of
+    /// [`DEQUANT_GEMM_ROWS`] rows or more (prompt chunks) dequantise the weight on the fly and
+    /// use the f32 GEMM, which is several times faster there and allocates only transiently.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
+            Self::Quantized(q, _) if rows(x) >= DEQUANT_GEMM_ROWS => {
+                x.broadcast_matmul(&q.dequantize(&q.device())?.t()?)?
+            }
             Self::Quantized(_, mm) => mm.forward(x)?,
             Self::Dense(w) => x.broadcast_matmul(&w.t()?)?,
         })
