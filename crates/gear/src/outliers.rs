@@ -1,0 +1,179 @@
+//! Sparse outliers (GEAR, Kang et al. 2024, eq. 3 and Alg. 1 line 3): the entries of both tails,
+//! `S = Filter_s(X)`, are removed before quantising so that they do not stretch the quantisation
+//! range, and stored exactly (here: an index and an f16 value each).
+//!
+//! Selection runs per stripe, as the GEAR reference code does: along the tokens of each channel
+//! for keys (per-channel quantisation) and along the channels of each token for values. Each
+//! stripe of length `n` keeps its `k = max(1, ⌊s·n/2⌋)` largest and `k` smallest entries, about a
+//! fraction `s` of the block in all. Because every stripe keeps the same count, the stripe an
+//! entry belongs to is implied by its position in the list; only its offset inside the stripe
+//! (u16) and its value (f16) are stored.
+
+use crate::quantize::HeadsView;
+use anyhow::{bail, Result};
+use half::f16;
+
+/// Outliers of one `[rows, cols]` block.
+#[derive(Debug, Clone)]
+pub struct Outliers {
+    /// Stripes run along the tokens of a channel (keys) rather than the channels of a token.
+    pub per_channel: bool,
+    /// Entries kept per tail per stripe.
+    pub per_tail: usize,
+    /// Offset of each entry inside its stripe; stripe `i` owns entries `[2k·i, 2k·(i+1))`.
+    pub offsets: Vec<u16>,
+    /// Exact (f16) value of each entry.
+    pub values: Vec<f16>,
+}
+
+/// Entries kept per tail in a stripe of `len` entries for an outlier fraction `s`.
+pub fn per_tail(s: f64, len: usize) -> usize {
+    if s <= 0.0 {
+        return 0;
+    }
+    (((s * len as f64) / 2.0).floor() as usize).clamp(1, len / 2)
+}
+
+impl Outliers {
+    /// Picks the outliers of `x: [rows, cols]` for fraction `s` and returns them with the mask
+    /// of picked entries (row-major).
+    pub fn extract(
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        s: f64,
+        per_channel: bool,
+    ) -> Result<(Self, Vec<bool>)> {
+        if !(0.0..0.5).contains(&s) {
+            bail!("outlier fraction {s} must be in [0, 0.5)");
+        }
+        let (n_stripes, len) = if per_channel {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        if len > u16::MAX as usize + 1 {
+            bail!("stripes of {len} entries are too long for u16 offsets");
+        }
+        let k = per_tail(s, len);
+        let at = |stripe: usize, j: usize| {
+            if per_channel {
+                j * cols + stripe
+            } else {
+                stripe * cols + j
+            }
+        };
+        let mut mask = vec![false; rows * cols];
+        let mut offsets = Vec::with_capacity(n_stripes * 2 * k);
+        let mut values = Vec::with_capacity(n_stripes * 2 * k);
+        let mut order: Vec<usize> = Vec::with_capacity(len);
+        for stripe in 0..n_stripes {
+            if k == 0 {
+                break;
+            }
+            order.clear();
+            order.extend(0..len);
+            order.sort_unstable_by(|&a, &b| x[at(stripe, a)].total_cmp(&x[at(stripe, b)]));
+            for &j in order[..k].iter().chain(&order[len - k..]) {
+                let i = at(stripe, j);
+                mask[i] = true;
+                offsets.push(j as u16);
+                values.push(f16::from_f32(x[i]));
+            }
+        }
+        Ok((
+            Self {
+                per_channel,
+                per_tail: k,
+                offsets,
+                values,
+            },
+            mask,
+        ))
+    }
+
+    /// Number of stored entries.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no entry is stored.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Block coordinates `(t, c)` of every entry with its value.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, usize, f32)> + '_ {
+        let per_stripe = (2 * self.per_tail).max(1);
+        self.offsets
+            .iter()
+            .zip(&self.values)
+            .enumerate()
+            .map(move |(n, (&j, v))| {
+                let stripe = n / per_stripe;
+                let (t, c) = if self.per_channel {
+                    (j as usize, stripe)
+                } else {
+                    (stripe, j as usize)
+                };
+                (t, c, v.to_f32())
+            })
+    }
+
+    /// Overwrites the block's dequantised entries with the stored exact values.
+    pub fn scatter_into(&self, view: &mut HeadsView<'_>) {
+        for (t, c, v) in self.entries() {
+            let o = view.offset(t, c);
+            view.out[o] = v;
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        2 * self.offsets.capacity() + 2 * self.values.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_both_tails_of_each_stripe() -> Result<()> {
+        // 4 tokens x 3 channels; per channel, token 1 is the max and token 2 the min.
+        let x = vec![
+            0.0, 0.1, 0.2, //
+            9.0, 8.0, 7.0, //
+            -9.0, -8.0, -7.0, //
+            0.5, 0.4, 0.3,
+        ];
+        let (o, mask) = Outliers::extract(&x, 4, 3, 0.3, true)?;
+        assert_eq!(o.per_tail, 1);
+        assert_eq!(o.len(), 6);
+        let mut got: Vec<_> = o.entries().map(|(t, c, _)| (t, c)).collect();
+        got.sort();
+        assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]);
+        assert_eq!(mask.iter().filter(|&&m| m).count(), 6);
+        for (t, c, v) in o.entries() {
+            assert_eq!(v, x[t * 3 + c]);
+        }
+        // Per token: token 1's max is channel 0, its min channel 2.
+        let (o, _) = Outliers::extract(&x, 4, 3, 0.5 - 1e-9, false)?;
+        let token1: Vec<_> = o.entries().filter(|e| e.0 == 1).map(|e| e.1).collect();
+        assert_eq!(token1, vec![2, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn fraction_zero_keeps_nothing_and_counts_follow_s() -> Result<()> {
+        let x: Vec<f32> = (0..64 * 192).map(|i| (i as f32 * 0.37).sin()).collect();
+        let (o, mask) = Outliers::extract(&x, 64, 192, 0.0, true)?;
+        assert!(o.is_empty() && !mask.contains(&true));
+        // The reference setting: s = 2% keeps 1 per tail per stripe for 64 and 192 entries.
+        assert_eq!(per_tail(0.02, 64), 1);
+        assert_eq!(per_tail(0.02, 192), 1);
+        assert_eq!(per_tail(0.02, 4096), 40);
+        assert!(Outliers::extract(&x, 64, 192, 0.7, true).is_err());
+        Ok(())
+    }
+}

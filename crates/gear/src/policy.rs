@@ -1,0 +1,592 @@
+//! The compressed KV-cache policy behind the [`KvCache`] seam, and its spec strings.
+//!
+//! GEAR's streaming buffer (Kang et al. 2024, §4 "streaming strategy"; KIVI's residual of `R`
+//! full-precision tokens, Liu et al. 2024, Alg. 1): the newest tokens of each layer stay exact in
+//! a buffer of `n_b` tokens; when a token arrives and the buffer is full, its `n_b` tokens are
+//! compressed together — keys after RoPE, the KV heads side by side — into one
+//! [`CompressedBlock`] that is kept until the cache is reset (or evicted by a window policy
+//! through [`CompressedStore::evict_oldest_block`]).
+//!
+//! Attention needs K and V in f32 each step. Rather than hold a dequantised copy of the history
+//! (which would cost more than the full cache), [`CompressedStore::materialise`] dequantises
+//! every block into a fresh `[n_kv_head, L, head_dim]` buffer per layer per step; that working
+//! memory is transient (one layer's K and V at a time) and reported apart from the stored bytes
+//! as [`GearCache::scratch_bytes`].
+//!
+//! Spec strings (`--kv`): `quant:B`, `kivi:B`, `gear:B`, each optionally followed by
+//! `,key=value` overrides, or only `key=value` pairs: `bits`, `group` (0 = whole block: KCVT),
+//! `outlier`, `rank`, `prefill_rank`, `loops`, `buffer`, `seed`. The three names are presets of
+//! the same policy:
+//! - `quant:B` — KCVT backbone (keys per channel over the block, values per token over all heads);
+//! - `kivi:B`  — KIVI backbone, groups of 64;
+//! - `gear:B`  — KCVT for B ≥ 4, KIVI groups of 64 below, + outliers s = 2 % + rank 2 (decode) /
+//!   4 (prefill), 3 power-iteration loops.
+//!
+//! All presets buffer `n_b = 64` tokens.
+
+use crate::gear::{CompressedMatrix, GearConfig};
+use crate::kivi::Backbone;
+use crate::quantize::HeadsView;
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Tensor};
+use ferrite_llm::kv_cache::{KvCache, KvGeometry};
+use ferrite_llm::rope::RopeAngles;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::VecDeque;
+
+/// A parsed compressed-cache spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GearSpec {
+    /// Preset name (`quant`, `kivi`, `gear`).
+    pub name: String,
+    /// Components of each block.
+    pub config: GearConfig,
+    /// Streaming buffer `n_b`: tokens kept exact and compressed together.
+    pub buffer: usize,
+    /// Seed of the power iteration's random start.
+    pub seed: u64,
+}
+
+/// Presets accepted as spec names.
+pub const PRESETS: [&str; 3] = ["quant", "kivi", "gear"];
+
+impl GearSpec {
+    /// The preset `name` at `bits` bits.
+    pub fn preset(name: &str, bits: u8) -> Result<Self> {
+        let kivi_group = 64;
+        let (backbone, outlier, rank, prefill_rank) = match name {
+            "quant" => (Backbone::kcvt(bits)?, 0.0, 0, 0),
+            "kivi" => (Backbone::kivi(bits, kivi_group)?, 0.0, 0, 0),
+            "gear" if bits >= 4 => (Backbone::kcvt(bits)?, 0.02, 2, 4),
+            "gear" => (Backbone::kivi(bits, kivi_group)?, 0.02, 2, 4),
+            _ => bail!("unknown compressed policy `{name}` (expected quant, kivi or gear)"),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            config: GearConfig {
+                backbone,
+                outlier,
+                rank,
+                prefill_rank,
+                loops: 3,
+            },
+            buffer: 64,
+            seed: 0,
+        })
+    }
+
+    /// Parses `name:B,key=value,...` (see the module docs).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |why: String| anyhow!("bad --kv spec `{spec}`: {why}");
+        let (name, args) = spec.split_once(':').unwrap_or((spec, ""));
+        let mut parts: Vec<&str> = args.split(',').filter(|p| !p.is_empty()).collect();
+        let mut bits = if name == "kivi" { 2 } else { 4 };
+        if let Some(first) = parts.first() {
+            if !first.contains('=') {
+                bits = first
+                    .parse()
+                    .map_err(|_| bad(format!("`{first}` is not a bit width")))?;
+                parts.remove(0);
+            }
+        }
+        if let Some(b) = parts.iter().find_map(|p| p.strip_prefix("bits=")) {
+            bits = b
+                .parse()
+                .map_err(|_| bad(format!("`{b}` is not a bit width")))?;
+        }
+        let mut s = Self::preset(name, bits).map_err(|e| bad(e.to_string()))?;
+        let mut rank_given = false;
+        let mut prefill_given = false;
+        for p in parts {
+            let (key, value) = p
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{p}` is not key=value")))?;
+            let int = || -> Result<usize> {
+                value
+                    .parse()
+                    .map_err(|_| bad(format!("{key}=`{value}` is not a whole number")))
+            };
+            match key {
+                "bits" => {}
+                "group" => s.config.backbone.group = int()?,
+                "outlier" => {
+                    s.config.outlier = value
+                        .parse()
+                        .ok()
+                        .filter(|v: &f64| (0.0..0.5).contains(v))
+                        .ok_or_else(|| bad(format!("outlier=`{value}` must be in [0, 0.5)")))?
+                }
+                "rank" => {
+                    s.config.rank = int()?;
+                    rank_given = true;
+                }
+                "prefill_rank" => {
+                    s.config.prefill_rank = int()?;
+                    prefill_given = true;
+                }
+                "loops" => s.config.loops = int()?,
+                "buffer" => s.buffer = int()?,
+                "seed" => s.seed = int()? as u64,
+                _ => return Err(bad(format!("unknown key `{key}`"))),
+            }
+        }
+        // `rank=r` alone sets both ranks.
+        if rank_given && !prefill_given {
+            s.config.prefill_rank = s.config.rank;
+        }
+        if s.buffer == 0 {
+            return Err(bad("buffer must be at least 1 token".into()));
+        }
+        Ok(s)
+    }
+
+    /// The canonical spec string (every parameter spelled out).
+    pub fn to_spec(&self) -> String {
+        let c = &self.config;
+        format!(
+            "{}:bits={},group={},outlier={},rank={},prefill_rank={},loops={},buffer={},seed={}",
+            self.name,
+            c.backbone.bits,
+            c.backbone.group,
+            c.outlier,
+            c.rank,
+            c.prefill_rank,
+            c.loops,
+            self.buffer,
+            self.seed
+        )
+    }
+}
+
+/// One compressed block of `n_b` tokens: keys and values.
+#[derive(Debug, Clone)]
+pub struct CompressedBlock {
+    /// Keys (after RoPE).
+    pub k: CompressedMatrix,
+    /// Values.
+    pub v: CompressedMatrix,
+}
+
+/// Bytes held by a store, by component.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryBreakdown {
+    /// Packed quantisation codes.
+    pub codes: usize,
+    /// f16 steps and zero points.
+    pub scales: usize,
+    /// Outlier offsets and values.
+    pub outliers: usize,
+    /// Low-rank factors.
+    pub low_rank: usize,
+    /// The full-precision streaming buffer (allocated capacity).
+    pub buffer: usize,
+    /// Block records and list allocations.
+    pub metadata: usize,
+}
+
+impl MemoryBreakdown {
+    /// Sum of every component.
+    pub fn total(&self) -> usize {
+        self.codes + self.scales + self.outliers + self.low_rank + self.buffer + self.metadata
+    }
+
+    fn add(&mut self, o: &Self) {
+        self.codes += o.codes;
+        self.scales += o.scales;
+        self.outliers += o.outliers;
+        self.low_rank += o.low_rank;
+        self.buffer += o.buffer;
+        self.metadata += o.metadata;
+    }
+}
+
+/// One layer's compressed K/V: a queue of compressed blocks, oldest first, and the exact buffer
+/// of the newest tokens. Rows are tokens, columns the KV heads side by side.
+#[derive(Debug)]
+pub struct CompressedStore {
+    config: GearConfig,
+    block: usize,
+    channels: usize,
+    head_dim: usize,
+    blocks: VecDeque<CompressedBlock>,
+    k_buf: Vec<f32>,
+    v_buf: Vec<f32>,
+    rng: StdRng,
+}
+
+impl CompressedStore {
+    /// An empty store for blocks of `block` tokens of `channels = n_kv_head · head_dim`.
+    pub fn new(
+        config: GearConfig,
+        block: usize,
+        channels: usize,
+        head_dim: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if head_dim == 0 || !channels.is_multiple_of(head_dim) {
+            bail!("{channels} channels are not whole heads of {head_dim}");
+        }
+        config.check(block, channels, head_dim)?;
+        Ok(Self {
+            config,
+            block,
+            channels,
+            head_dim,
+            blocks: VecDeque::new(),
+            k_buf: Vec::with_capacity(block * channels),
+            v_buf: Vec::with_capacity(block * channels),
+            rng: StdRng::seed_from_u64(seed),
+        })
+    }
+
+    /// Tokens per compressed block (`n_b`).
+    pub fn block_len(&self) -> usize {
+        self.block
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.blocks.len() * self.block + self.buffered()
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tokens in the exact buffer.
+    pub fn buffered(&self) -> usize {
+        self.k_buf.len() / self.channels
+    }
+
+    /// Compressed blocks held.
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Appends `n` tokens of keys and values, each `[n, channels]` row-major. Whenever the
+    /// buffer would exceed `n_b` tokens its oldest `n_b` are compressed into a block, with the
+    /// prefill rank when `prefill` (a multi-token step), else the decode rank.
+    pub fn append(&mut self, k: &[f32], v: &[f32], prefill: bool) -> Result<()> {
+        if k.len() != v.len() || !k.len().is_multiple_of(self.channels) {
+            bail!("keys and values must both be [tokens, {}]", self.channels);
+        }
+        self.k_buf.extend_from_slice(k);
+        self.v_buf.extend_from_slice(v);
+        let rank = if prefill {
+            self.config.prefill_rank
+        } else {
+            self.config.rank
+        };
+        let n = self.block * self.channels;
+        let mut done = 0;
+        while self.k_buf.len() - done > n {
+            let kb = &self.k_buf[done..done + n];
+            let vb = &self.v_buf[done..done + n];
+            let (c, hd) = (self.channels, self.head_dim);
+            let k = CompressedMatrix::compress(
+                kb,
+                self.block,
+                c,
+                hd,
+                true,
+                &self.config,
+                rank,
+                &mut self.rng,
+            )?;
+            let v = CompressedMatrix::compress(
+                vb,
+                self.block,
+                c,
+                hd,
+                false,
+                &self.config,
+                rank,
+                &mut self.rng,
+            )?;
+            self.blocks.push_back(CompressedBlock { k, v });
+            done += n;
+        }
+        if done > 0 {
+            self.k_buf.drain(..done);
+            self.v_buf.drain(..done);
+            self.k_buf.shrink_to(n);
+            self.v_buf.shrink_to(n);
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest compressed block (the hook a window policy such as StreamingLLM evicts
+    /// through); returns the tokens dropped (0 when no block is held).
+    pub fn evict_oldest_block(&mut self) -> usize {
+        match self.blocks.pop_front() {
+            Some(_) => self.block,
+            None => 0,
+        }
+    }
+
+    /// Dequantises everything held into K and V `[n_kv_head, len, head_dim]` row-major,
+    /// oldest token first.
+    pub fn materialise(&self) -> (Vec<f32>, Vec<f32>) {
+        let total = self.len();
+        let size = total * self.channels;
+        let (mut k, mut v) = (vec![0f32; size], vec![0f32; size]);
+        for (out, is_key) in [(&mut k, true), (&mut v, false)] {
+            let mut view = HeadsView {
+                out,
+                total,
+                row0: 0,
+                head_dim: self.head_dim,
+            };
+            for b in &self.blocks {
+                if is_key { &b.k } else { &b.v }.decompress_into(&mut view);
+                view.row0 += self.block;
+            }
+            let buf = if is_key { &self.k_buf } else { &self.v_buf };
+            view.write_dense(buf, self.buffered(), self.channels);
+        }
+        (k, v)
+    }
+
+    /// Bytes held, by component.
+    pub fn breakdown(&self) -> MemoryBreakdown {
+        let mut m = MemoryBreakdown {
+            buffer: 4 * (self.k_buf.capacity() + self.v_buf.capacity()),
+            metadata: self.blocks.capacity() * std::mem::size_of::<CompressedBlock>(),
+            ..Default::default()
+        };
+        for b in &self.blocks {
+            for x in [&b.k, &b.v] {
+                let [codes, scales, outliers, low_rank] = x.bytes_by_component();
+                m.codes += codes;
+                m.scales += scales;
+                m.outliers += outliers;
+                m.low_rank += low_rank;
+                m.metadata +=
+                    x.low_rank.capacity() * std::mem::size_of::<crate::low_rank::LowRank>();
+            }
+        }
+        m
+    }
+
+    /// Exact heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.breakdown().total()
+    }
+
+    /// Forgets every token, keeping the buffer allocation.
+    pub fn clear(&mut self) {
+        self.blocks = VecDeque::new();
+        self.k_buf.clear();
+        self.v_buf.clear();
+    }
+}
+
+/// `quant` / `kivi` / `gear`: every layer's K/V in a [`CompressedStore`], keys after RoPE at text
+/// positions `0, 1, 2, ...`, up to the model's context.
+#[derive(Debug)]
+pub struct GearCache {
+    spec: GearSpec,
+    stores: Vec<CompressedStore>,
+    n_kv_head: usize,
+    head_dim: usize,
+    max_tokens: usize,
+    next_position: usize,
+    scratch_peak: usize,
+}
+
+impl GearCache {
+    /// A cache for a model of this geometry.
+    pub fn new(spec: GearSpec, geometry: &KvGeometry) -> Result<Self> {
+        let channels = geometry.n_kv_head * geometry.head_dim;
+        let stores = (0..geometry.n_layer)
+            .map(|l| {
+                CompressedStore::new(
+                    spec.config.clone(),
+                    spec.buffer,
+                    channels,
+                    geometry.head_dim,
+                    spec.seed.wrapping_add(l as u64),
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| anyhow!("bad --kv spec `{}`: {e}", spec.to_spec()))?;
+        Ok(Self {
+            spec,
+            stores,
+            n_kv_head: geometry.n_kv_head,
+            head_dim: geometry.head_dim,
+            max_tokens: geometry.max_tokens,
+            next_position: 0,
+            scratch_peak: 0,
+        })
+    }
+
+    /// The parsed spec.
+    pub fn gear_spec(&self) -> &GearSpec {
+        &self.spec
+    }
+
+    /// The per-layer stores.
+    pub fn stores(&self) -> &[CompressedStore] {
+        &self.stores
+    }
+
+    /// Bytes held, by component, over all layers (metadata includes the store list).
+    pub fn breakdown(&self) -> MemoryBreakdown {
+        let mut m = MemoryBreakdown {
+            metadata: self.stores.capacity() * std::mem::size_of::<CompressedStore>(),
+            ..Default::default()
+        };
+        for s in &self.stores {
+            m.add(&s.breakdown());
+        }
+        m
+    }
+
+    /// Bytes an f16 cache would hold for the same tokens: `2 · n_layer · L · n_kv_head ·
+    /// head_dim · 2`.
+    pub fn f16_bytes(&self) -> usize {
+        2 * self.stores.len() * self.next_position * self.n_kv_head * self.head_dim * 2
+    }
+
+    /// GEAR's "average KV size": stored bytes over the bytes of the same cache in f16.
+    pub fn average_kv_size(&self) -> f64 {
+        self.heap_bytes() as f64 / self.f16_bytes().max(1) as f64
+    }
+
+    /// Largest transient working memory used so far: one layer's dequantised K and V (f32).
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch_peak
+    }
+}
+
+/// `x: [heads, t, head_dim]` as `[t, heads · head_dim]` row-major f32.
+fn token_major(x: &Tensor) -> Result<Vec<f32>> {
+    let (h, t, d) = x.dims3()?;
+    let flat = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; flat.len()];
+    for head in 0..h {
+        for i in 0..t {
+            out[i * h * d + head * d..i * h * d + (head + 1) * d]
+                .copy_from_slice(&flat[(head * t + i) * d..(head * t + i + 1) * d]);
+        }
+    }
+    Ok(out)
+}
+
+impl KvCache for GearCache {
+    fn spec(&self) -> String {
+        self.spec.to_spec()
+    }
+
+    fn begin_step(&mut self, n_new: usize) -> Result<Vec<usize>> {
+        if self.next_position + n_new > self.max_tokens {
+            bail!(
+                "context is full: {} cached + {} new tokens exceed the context of {} tokens",
+                self.next_position,
+                n_new,
+                self.max_tokens
+            );
+        }
+        let start = self.next_position;
+        self.next_position += n_new;
+        Ok((start..start + n_new).collect())
+    }
+
+    fn update(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        new_angles: &RopeAngles,
+    ) -> Result<(Tensor, Tensor)> {
+        let n_layer = self.stores.len();
+        let store = self
+            .stores
+            .get_mut(layer)
+            .ok_or_else(|| anyhow!("layer {layer} out of range (model has {n_layer})"))?;
+        let t = k.dim(1)?;
+        let device = k.device().clone();
+        let k = token_major(&new_angles.rotate(k)?)?;
+        let v = token_major(v)?;
+        store.append(&k, &v, t > 1)?;
+        let total = store.len();
+        let (k_all, v_all) = store.materialise();
+        self.scratch_peak = self.scratch_peak.max(4 * (k_all.len() + v_all.len()));
+        let shape = (self.n_kv_head, total, self.head_dim);
+        Ok((
+            Tensor::from_vec(k_all, shape, &device)?,
+            Tensor::from_vec(v_all, shape, &device)?,
+        ))
+    }
+
+    fn len(&self) -> usize {
+        self.next_position
+    }
+
+    fn capacity(&self) -> usize {
+        self.max_tokens
+    }
+
+    fn remaining(&self) -> Option<usize> {
+        Some(self.max_tokens - self.next_position)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.breakdown().total()
+    }
+
+    fn reset(&mut self) {
+        self.stores.iter_mut().for_each(CompressedStore::clear);
+        self.next_position = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_overrides_parse() -> Result<()> {
+        let g = GearSpec::parse("gear:4")?;
+        assert_eq!(g.config.backbone, Backbone::kcvt(4)?);
+        assert_eq!((g.config.rank, g.config.prefill_rank, g.buffer), (2, 4, 64));
+        let g = GearSpec::parse("gear:bits=2,group=64,rank=4,outlier=0.02,buffer=64")?;
+        assert_eq!(g.config.backbone, Backbone::kivi(2, 64)?);
+        assert_eq!((g.config.rank, g.config.prefill_rank), (4, 4));
+        assert_eq!(
+            GearSpec::parse("kivi:2")?.config.backbone,
+            Backbone::kivi(2, 64)?
+        );
+        let q = GearSpec::parse("quant:8")?;
+        assert_eq!((q.config.outlier, q.config.rank), (0.0, 0));
+        // The canonical string parses back to the same spec.
+        for s in ["gear:2", "quant:3", "kivi:4,buffer=32,group=32"] {
+            let p = GearSpec::parse(s)?;
+            assert_eq!(GearSpec::parse(&p.to_spec())?, p, "{s}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_specs_are_one_line_errors() {
+        for bad in [
+            "gear:5",
+            "gear:x",
+            "quant:4,rank",
+            "gear:4,foo=1",
+            "gear:4,outlier=0.9",
+            "gear:4,buffer=0",
+            "gear:4,rank=-1",
+            "zip:4",
+        ] {
+            let e = GearSpec::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("bad --kv spec") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Uniform asymmetric quantisation (GEAR, Kang et al. 2024, eq. 1; KIVI, Liu et al. 2024, eq. 2):
+//! a group `X_g` is stored as `b`-bit codes `q = round((x − min X_g) / Δ)` with
+//! `Δ = (max X_g − min X_g) / (2^b − 1)` and dequantised as `x̂ = q·Δ + min X_g`.
+//!
+//! A block is a `[tokens, channels]` matrix (channels = KV heads × head width, the heads side by
+//! side). Groups run either along the tokens of one channel (per-channel, the keys of KIVI and of
+//! GEAR's KCVT) or along the channels of one token (per-token, the values). Codes are bit-packed
+//! ([`crate::pack`]); the step `Δ` and the zero point `min` are stored as f16 per group.
+
+use crate::pack::{check_bits, pack, packed_len, unpack_into};
+use anyhow::{bail, Result};
+use half::f16;
+
+/// Which way the groups of a quantiser run over a `[tokens, channels]` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Each channel quantised over `group` consecutive tokens (`0` = all tokens of the block).
+    PerChannel {
+        /// Tokens per group.
+        group: usize,
+    },
+    /// Each token quantised over `group` consecutive channels (`0` = all channels).
+    PerToken {
+        /// Channels per group.
+        group: usize,
+    },
+}
+
+impl Grouping {
+    /// The group length in a `rows × cols` block, `0` resolved to the whole axis.
+    pub fn group_len(&self, rows: usize, cols: usize) -> usize {
+        match *self {
+            Self::PerChannel { group } => {
+                if group == 0 {
+                    rows
+                } else {
+                    group
+                }
+            }
+            Self::PerToken { group } => {
+                if group == 0 {
+                    cols
+                } else {
+                    group
+                }
+            }
+        }
+    }
+
+    /// Checks that groups tile a `rows × cols` block exactly.
+    pub fn check(&self, rows: usize, cols: usize) -> Result<()> {
+        let (len, axis, what) = match self {
+            Self::PerChannel { .. } => (rows, "tokens", "per-channel"),
+            Self::PerToken { .. } => (cols, "channels", "per-token"),
+        };
+        let g = self.group_len(rows, cols);
+        if g == 0 || len % g != 0 {
+            bail!("{what} group of {g} does not divide the {len} {axis} of a block");
+        }
+        Ok(())
+    }
+
+    /// Number of groups in a `rows × cols` block.
+    pub fn n_groups(&self, rows: usize, cols: usize) -> usize {
+        rows * cols / self.group_len(rows, cols)
+    }
+
+    /// Index of the group holding entry `(t, c)`.
+    #[inline]
+    pub fn group_of(&self, t: usize, c: usize, rows: usize, cols: usize) -> usize {
+        let g = self.group_len(rows, cols);
+        match self {
+            Self::PerChannel { .. } => (t / g) * cols + c,
+            Self::PerToken { .. } => t * (cols / g) + c / g,
+        }
+    }
+}
+
+/// Where a `[tokens, channels]` block lands in the `[n_kv_head, total, head_dim]` K or V that
+/// attention consumes: token `t` of the block is row `row0 + t`.
+#[derive(Debug)]
+pub struct HeadsView<'a> {
+    /// The `[n_kv_head, total, head_dim]` output, row-major.
+    pub out: &'a mut [f32],
+    /// Rows of the output (`total`).
+    pub total: usize,
+    /// Output row of the block's first token.
+    pub row0: usize,
+    /// Head width.
+    pub head_dim: usize,
+}
+
+impl HeadsView<'_> {
+    /// Offset of entry `(t, c)` of the block in `out`.
+    #[inline]
+    pub fn offset(&self, t: usize, c: usize) -> usize {
+        ((c / self.head_dim) * self.total + self.row0 + t) * self.head_dim + c % self.head_dim
+    }
+
+    /// Copies a full-precision `[tokens, channels]` block in.
+    pub fn write_dense(&mut self, x: &[f32], rows: usize, cols: usize) {
+        let hd = self.head_dim;
+        for t in 0..rows {
+            for h in 0..cols / hd {
+                let o = self.offset(t, h * hd);
+                self.out[o..o + hd].copy_from_slice(&x[t * cols + h * hd..t * cols + (h + 1) * hd]);
+            }
+        }
+    }
+}
+
+/// A `[rows, cols]` block quantised group-wise with packed codes.
+#[derive(Debug, Clone)]
+pub struct QuantizedMatrix {
+    /// Bits per code.
+    pub bits: u8,
+    /// Tokens.
+    pub rows: usize,
+    /// Channels.
+    pub cols: usize,
+    /// Group layout.
+    pub grouping: Grouping,
+    /// Packed codes, row-major (`t·cols + c`).
+    pub codes: Vec<u8>,
+    /// Step `Δ` per group.
+    pub scale: Vec<f16>,
+    /// Zero point (the group minimum) per group.
+    pub zero: Vec<f16>,
+}
+
+impl QuantizedMatrix {
+    /// Quantises `x: [rows, cols]` (row-major). Entries flagged in `exclude` (outliers stored
+    /// elsewhere) do not widen their group's range.
+    pub fn quantize(
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        bits: u8,
+        grouping: Grouping,
+        exclude: Option<&[bool]>,
+    ) -> Result<Self> {
+        check_bits(bits)?;
+        grouping.check(rows, cols)?;
+        if x.len() != rows * cols {
+            bail!("block has {} values, expected {rows}x{cols}", x.len());
+        }
+        let n_groups = grouping.n_groups(rows, cols);
+        let mut lo = vec![f32::INFINITY; n_groups];
+        let mut hi = vec![f32::NEG_INFINITY; n_groups];
+        for t in 0..rows {
+            for c in 0..cols {
+                let i = t * cols + c;
+                if exclude.is_some_and(|m| m[i]) {
+                    continue;
+                }
+                let g = grouping.group_of(t, c, rows, cols);
+                lo[g] = lo[g].min(x[i]);
+                hi[g] = hi[g].max(x[i]);
+            }
+        }
+        let levels = ((1u16 << bits) - 1) as f32;
+        let mut scale = Vec::with_capacity(n_groups);
+        let mut zero = Vec::with_capacity(n_groups);
+        for (&l, &h) in lo.iter().zip(&hi) {
+            let (l, h) = if l.is_finite() { (l, h) } else { (0.0, 0.0) };
+            zero.push(f16::from_f32(l));
+            scale.push(f16::from_f32((h - l) / levels));
+        }
+        let mut codes = vec![0u8; rows * cols];
+        for t in 0..rows {
+            for c in 0..cols {
+                let g = grouping.group_of(t, c, rows, cols);
+                let (s, z) = (scale[g].to_f32(), zero[g].to_f32());
+                let i = t * cols + c;
+                codes[i] = if s > 0.0 {
+                    ((x[i] - z) / s).round().clamp(0.0, levels) as u8
+                } else {
+                    0
+                };
+            }
+        }
+        Ok(Self {
+            bits,
+            rows,
+            cols,
+            grouping,
+            codes: pack(&codes, bits),
+            scale,
+            zero,
+        })
+    }
+
+    /// Dequantises into `[rows, cols]` row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        let mut view = HeadsView {
+            out: &mut out,
+            total: self.rows,
+            row0: 0,
+            head_dim: self.cols,
+        };
+        self.dequantize_into(&mut view);
+        out
+    }
+
+    /// Dequantises into the K/V layout attention consumes.
+    pub fn dequantize_into(&self, view: &mut HeadsView<'_>) {
+        let (rows, cols, hd) = (self.rows, self.cols, view.head_dim);
+        let g = self.grouping.group_len(rows, cols);
+        let sf: Vec<f32> = self.scale.iter().map(|v| v.to_f32()).collect();
+        let zf: Vec<f32> = self.zero.iter().map(|v| v.to_f32()).collect();
+        let mut codes = vec![0u8; hd];
+        let (mut s, mut z) = (vec![0f32; hd], vec![0f32; hd]);
+        for t in 0..rows {
+            for c0 in (0..cols).step_by(hd) {
+                unpack_into(&self.codes, self.bits, t * cols + c0, &mut codes);
+                let o = view.offset(t, c0);
+                let dst = &mut view.out[o..o + hd];
+                match self.grouping {
+                    Grouping::PerChannel { .. } => {
+                        let base = (t / g) * cols + c0;
+                        let (s, z) = (&sf[base..base + hd], &zf[base..base + hd]);
+                        for (((d, &q), &s), &z) in dst.iter_mut().zip(&codes).zip(s).zip(z) {
+                            *d = q as f32 * s + z;
+                        }
+                    }
+                    Grouping::PerToken { .. } => {
+                        for j in 0..hd {
+                            let gi = t * (cols / g) + (c0 + j) / g;
+                            s[j] = sf[gi];
+                            z[j] = zf[gi];
+                        }
+                        for (((d, &q), &s), &z) in dst.iter_mut().zip(&codes).zip(&s).zip(&z) {
+                            *d = q as f32 * s + z;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Heap bytes held (codes, steps, zero points).
+    pub fn heap_bytes(&self) -> usize {
+        self.codes.capacity() + 2 * (self.scale.capacity() + self.zero.capacity())
+    }
+
+    /// Bytes of the codes alone.
+    pub fn code_bytes(&self) -> usize {
+        packed_len(self.rows * self.cols, self.bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..rows * cols)
+            .map(|_| rng.gen_range(-3.0f32..3.0))
+            .collect()
+    }
+
+    /// Max |x − x̂| per group must stay within half a step (plus f16 rounding of Δ and min).
+    #[test]
+    fn error_is_within_half_a_step() -> Result<()> {
+        let (rows, cols) = (64, 24);
+        let x = random(rows, cols, 1);
+        for bits in [2u8, 3, 4, 8] {
+            for grouping in [
+                Grouping::PerChannel { group: 0 },
+                Grouping::PerChannel { group: 16 },
+                Grouping::PerToken { group: 0 },
+                Grouping::PerToken { group: 8 },
+            ] {
+                let q = QuantizedMatrix::quantize(&x, rows, cols, bits, grouping, None)?;
+                let y = q.dequantize();
+                for t in 0..rows {
+                    for c in 0..cols {
+                        let g = grouping.group_of(t, c, rows, cols);
+                        let step = q.scale[g].to_f32();
+                        let err = (x[t * cols + c] - y[t * cols + c]).abs();
+                        let bound = 0.5 * step + 3e-3 * (1.0 + x[t * cols + c].abs());
+                        assert!(err <= bound, "{bits} bits {grouping:?}: {err} > {bound}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn more_bits_less_error_and_fewer_groups_fewer_bytes() -> Result<()> {
+        let (rows, cols) = (64, 32);
+        let x = random(rows, cols, 2);
+        let mse = |bits| -> Result<f32> {
+            let q = QuantizedMatrix::quantize(
+                &x,
+                rows,
+                cols,
+                bits,
+                Grouping::PerToken { group: 0 },
+                None,
+            )?;
+            let y = q.dequantize();
+            Ok(x.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / x.len() as f32)
+        };
+        assert!(mse(8)? < mse(4)? && mse(4)? < mse(3)? && mse(3)? < mse(2)?);
+        let q =
+            QuantizedMatrix::quantize(&x, rows, cols, 4, Grouping::PerChannel { group: 0 }, None)?;
+        assert_eq!(q.code_bytes(), rows * cols / 2);
+        assert_eq!(q.scale.len(), cols);
+        Ok(())
+    }
+
+    #[test]
+    fn excluded_entries_do_not_widen_the_range() -> Result<()> {
+        let mut x = vec![0.0f32; 8 * 4];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = (i % 5) as f32 * 0.1;
+        }
+        x[5] = 100.0;
+        let mut mask = vec![false; x.len()];
+        mask[5] = true;
+        let q =
+            QuantizedMatrix::quantize(&x, 8, 4, 2, Grouping::PerToken { group: 0 }, Some(&mask))?;
+        assert!(q.scale[1].to_f32() < 0.2, "{}", q.scale[1]);
+        Ok(())
+    }
+
+    #[test]
+    fn constant_groups_are_exact_and_bad_groups_refused() -> Result<()> {
+        let x = vec![1.5f32; 16];
+        let q = QuantizedMatrix::quantize(&x, 4, 4, 2, Grouping::PerChannel { group: 0 }, None)?;
+        assert_eq!(q.dequantize(), x);
+        assert!(
+            QuantizedMatrix::quantize(&x, 4, 4, 2, Grouping::PerToken { group: 3 }, None).is_err()
+        );
+        assert!(
+            QuantizedMatrix::quantize(&x, 4, 4, 5, Grouping::PerToken { group: 0 }, None).is_err()
+        );
+        Ok(())
+    }
+}

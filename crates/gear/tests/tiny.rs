@@ -1,0 +1,150 @@
+//! The compressed policies end to end on tiny random llama models written by the tests.
+
+use anyhow::Result;
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+use ferrite_gear::{build, GearCache, GearSpec};
+use ferrite_llm::config::RopeStyle;
+use ferrite_llm::perplexity;
+use ferrite_llm::rope::Rope;
+use ferrite_llm::testing::{temp_dir, write_gguf, TinySpec};
+use ferrite_llm::{load_model, ComputeDType, FullCache, KvCache, KvGeometry, LoadedModel};
+
+const TEXT: &str = "the cat sat on the mat in the hat, then the ant ate 12 beans and the hen ate \
+                    the other 40 beans on the mat in the barn by the pond in the rain";
+
+fn tiny(name: &str) -> Result<LoadedModel> {
+    let dir = temp_dir(name);
+    load_model(
+        &write_gguf(&dir.join("m.gguf"), &TinySpec::default(), GgmlDType::F32)?,
+        ComputeDType::F32,
+    )
+}
+
+fn stream_nll(m: &LoadedModel, cache: &mut dyn KvCache) -> Result<Vec<f64>> {
+    let ids = m.tokenizer.encode(TEXT)?;
+    Ok(perplexity::streaming(&m.model, &ids, cache, &mut |_, _| {})?.nll)
+}
+
+#[test]
+fn gear_with_every_component_off_is_quant() -> Result<()> {
+    let m = tiny("gear-off")?;
+    let g = m.model.kv_geometry();
+    let mut quant = build("quant:4,buffer=16", &g)?;
+    let mut gear = build("gear:4,outlier=0,rank=0,buffer=16", &g)?;
+    let a = stream_nll(&m, quant.as_mut())?;
+    let b = stream_nll(&m, gear.as_mut())?;
+    assert!(a.len() > 64, "text too short to fill blocks: {}", a.len());
+    assert_eq!(a, b);
+    assert_eq!(quant.heap_bytes(), gear.heap_bytes());
+    Ok(())
+}
+
+#[test]
+fn eight_bits_track_the_full_cache_and_two_bits_less() -> Result<()> {
+    let m = tiny("gear-8bit")?;
+    let g = m.model.kv_geometry();
+    let full = stream_nll(&m, &mut FullCache::new(&g))?;
+    let gap = |spec: &str| -> Result<f64> {
+        let nll = stream_nll(&m, build(spec, &g)?.as_mut())?;
+        Ok(full
+            .iter()
+            .zip(&nll)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max))
+    };
+    let q8 = gap("quant:8,buffer=16")?;
+    let q2 = gap("kivi:2,buffer=16,group=16")?;
+    assert!(q8 < 0.02, "8-bit NLL gap {q8}");
+    assert!(q2 > q8, "2-bit gap {q2} vs 8-bit {q8}");
+    Ok(())
+}
+
+/// Prefill then decode through the trait: lengths, order, exact buffer and byte accounting.
+#[test]
+fn update_returns_every_token_with_the_buffer_exact() -> Result<()> {
+    let dev = Device::Cpu;
+    let (heads, hd) = (2, 16);
+    let geometry = KvGeometry {
+        n_layer: 1,
+        n_kv_head: heads,
+        head_dim: hd,
+        max_tokens: 200,
+        device: dev.clone(),
+    };
+    let rope = Rope::new(10_000.0, hd, RopeStyle::HalfSplit, &dev);
+    let spec = GearSpec::parse("gear:4,buffer=16,rank=2,outlier=0.1")?;
+    let mut cache = GearCache::new(spec, &geometry)?;
+    let mut total = 0;
+    for (step, t) in [40usize, 1, 1, 30].into_iter().enumerate() {
+        let pos = cache.begin_step(t)?;
+        let angles = rope.angles(&pos)?;
+        let k = Tensor::randn(0f32, 1.0, (heads, t, hd), &dev)?;
+        let v = (Tensor::randn(0f32, 1.0, (heads, t, hd), &dev)? + step as f64)?;
+        let (k_all, v_all) = cache.update(0, &k, &v, &angles)?;
+        total += t;
+        assert_eq!(k_all.dims3()?, (heads, total, hd));
+        // The newest token is always in the exact buffer.
+        let last = |x: &Tensor| -> Result<Vec<f32>> {
+            Ok(x.narrow(1, x.dim(1)? - 1, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        assert_eq!(last(&v_all)?, last(&v)?);
+        assert_eq!(last(&k_all)?, last(&angles.rotate(&k)?)?);
+    }
+    // 72 tokens = 4 blocks of 16 + 8 buffered (a full buffer is compressed when the next token
+    // arrives).
+    let store = &cache.stores()[0];
+    assert_eq!((store.n_blocks(), store.buffered()), (4, 8));
+    let b = cache.breakdown();
+    // 4-bit codes: 4 blocks x (K + V) x 16 tokens x 32 channels / 2.
+    assert_eq!(b.codes, 4 * 2 * 16 * 32 / 2);
+    // KCVT: K has a (Δ, min) pair per channel, V per token, f16 each.
+    assert_eq!(b.scales, 4 * (32 + 16) * 2 * 2);
+    // Rank 2 per head: A [16x2] and B [16x2] f16, 2 heads, K and V.
+    assert_eq!(b.low_rank, 4 * 2 * 2 * (16 * 2 + 16 * 2) * 2);
+    assert_eq!(b.buffer, 2 * 16 * 32 * 4);
+    assert_eq!(cache.heap_bytes(), b.total());
+    assert_eq!(cache.f16_bytes(), 2 * 72 * 32 * 2);
+    assert!(cache.scratch_bytes() >= 2 * 72 * 32 * 4);
+    cache.reset();
+    assert_eq!(cache.len(), 0);
+    Ok(())
+}
+
+#[test]
+fn a_window_policy_can_evict_whole_blocks() -> Result<()> {
+    let spec = GearSpec::parse("kivi:2,buffer=8,group=4")?;
+    let mut store = ferrite_gear::CompressedStore::new(spec.config, 8, 4, 2, 0)?;
+    let rows: Vec<f32> = (0..30 * 4).map(|i| i as f32).collect();
+    store.append(&rows, &rows, true)?;
+    assert_eq!((store.len(), store.n_blocks()), (30, 3));
+    let before = store.heap_bytes();
+    assert_eq!(store.evict_oldest_block(), 8);
+    assert_eq!(store.len(), 22);
+    assert!(store.heap_bytes() < before);
+    let (k, _) = store.materialise();
+    // The oldest token left is token 8 (channel 0 of head 0 holds 4·t, within 2-bit error).
+    assert!((k[0] - 32.0).abs() < 4.0, "{}", k[0]);
+    Ok(())
+}
+
+#[test]
+fn specs_that_do_not_fit_the_model_are_refused() -> Result<()> {
+    let m = tiny("gear-bad")?;
+    let g = m.model.kv_geometry();
+    // 32 channels are not whole groups of 24; rank 40 exceeds a 16-wide head.
+    for bad in [
+        "kivi:2,group=24",
+        "gear:4,rank=40",
+        "gear:4,buffer=16,group=5",
+    ] {
+        let e = build(bad, &g)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("bad --kv spec"), "{bad}: {e}");
+    }
+    Ok(())
+}
