@@ -8,6 +8,7 @@ pub fn build(spec: &str, geometry: &KvGeometry) -> Result<Box<dyn KvCache>> {
     let (name, _args) = spec.split_once(':').unwrap_or((spec, ""));
     match name {
         "full" if !spec.contains(':') => Ok(Box::new(FullCache::new(geometry))),
+        "sink" | "window" => ferrite_streaming::build(spec, geometry),
         "quant" | "kivi" | "gear" => ferrite_gear::build(spec, geometry),
         _ => bail!("bad --kv spec `{spec}` (known policies: full)"),
     }
