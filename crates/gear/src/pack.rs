@@ -95,6 +95,66 @@ pub fn unpack_into(packed: &[u8], bits: u8, start: usize, out: &mut [u8]) {
     }
 }
 
+/// Dequantises `out.len()` codes starting at code `start` as `code · scale[j] + zero[j]`,
+/// unpacking and scaling in one pass (the hot loop of every decode step). Same alignment rule as
+/// [`unpack_into`].
+pub fn dequantize_run(
+    packed: &[u8],
+    bits: u8,
+    start: usize,
+    scale: &[f32],
+    zero: &[f32],
+    out: &mut [f32],
+) {
+    let n = out.len();
+    let (scale, zero) = (&scale[..n], &zero[..n]);
+    match bits {
+        8 => {
+            for (((o, &q), &s), &z) in out
+                .iter_mut()
+                .zip(&packed[start..start + n])
+                .zip(scale)
+                .zip(zero)
+            {
+                *o = q as f32 * s + z;
+            }
+        }
+        4 if n.is_multiple_of(2) => {
+            let bytes = &packed[start / 2..start / 2 + n / 2];
+            for (((o, &b), s), z) in out
+                .chunks_exact_mut(2)
+                .zip(bytes)
+                .zip(scale.chunks_exact(2))
+                .zip(zero.chunks_exact(2))
+            {
+                o[0] = (b & 0x0f) as f32 * s[0] + z[0];
+                o[1] = (b >> 4) as f32 * s[1] + z[1];
+            }
+        }
+        2 if n.is_multiple_of(4) => {
+            let bytes = &packed[start / 4..start / 4 + n / 4];
+            for (((o, &b), s), z) in out
+                .chunks_exact_mut(4)
+                .zip(bytes)
+                .zip(scale.chunks_exact(4))
+                .zip(zero.chunks_exact(4))
+            {
+                o[0] = (b & 0x03) as f32 * s[0] + z[0];
+                o[1] = ((b >> 2) & 0x03) as f32 * s[1] + z[1];
+                o[2] = ((b >> 4) & 0x03) as f32 * s[2] + z[2];
+                o[3] = (b >> 6) as f32 * s[3] + z[3];
+            }
+        }
+        _ => {
+            let mut codes = vec![0u8; n];
+            unpack_into(packed, bits, start, &mut codes);
+            for (((o, &q), &s), &z) in out.iter_mut().zip(&codes).zip(scale).zip(zero) {
+                *o = q as f32 * s + z;
+            }
+        }
+    }
+}
+
 /// Unpacks all `n` codes of a stream.
 pub fn unpack(packed: &[u8], bits: u8, n: usize) -> Vec<u8> {
     let mut out = vec![0u8; n];
@@ -134,6 +194,28 @@ mod tests {
                 let mut out = vec![0u8; 40];
                 unpack_into(&packed, bits, start, &mut out);
                 assert_eq!(out, &codes[start..start + 40], "bits {bits} start {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_dequantisation_matches_unpacking() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for bits in SUPPORTED_BITS {
+            let codes: Vec<u8> = (0..192)
+                .map(|_| rng.gen_range(0..(1u16 << bits)) as u8)
+                .collect();
+            let packed = pack(&codes, bits);
+            let scale: Vec<f32> = (0..64).map(|_| rng.gen_range(0.1f32..1.0)).collect();
+            let zero: Vec<f32> = (0..64).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut out = vec![0f32; 64];
+            dequantize_run(&packed, bits, 128, &scale, &zero, &mut out);
+            for j in 0..64 {
+                assert_eq!(
+                    out[j],
+                    codes[128 + j] as f32 * scale[j] + zero[j],
+                    "bits {bits}"
+                );
             }
         }
     }

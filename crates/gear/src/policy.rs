@@ -8,10 +8,11 @@
 //! through [`CompressedStore::evict_oldest_block`]).
 //!
 //! Attention needs K and V in f32 each step. Rather than hold a dequantised copy of the history
-//! (which would cost more than the full cache), [`CompressedStore::materialise`] dequantises
-//! every block into a fresh `[n_kv_head, L, head_dim]` buffer per layer per step; that working
-//! memory is transient (one layer's K and V at a time) and reported apart from the stored bytes
-//! as [`GearCache::scratch_bytes`].
+//! (which would cost more than the full cache), each [`KvCache::update`] dequantises the layer's
+//! blocks into one f32 scratch K/V shared by all layers and reused across steps, and returns
+//! views of it: the returned tensors are valid until the next `update` on the same cache (the
+//! model consumes them within the layer). The scratch is transient working memory — one layer's
+//! K and V, [`GearCache::scratch_bytes`] — reported apart from the stored bytes.
 //!
 //! Spec strings (`--kv`): `quant:B`, `kivi:B`, `gear:B`, each optionally followed by
 //! `,key=value` overrides, or only `key=value` pairs: `bits`, `group` (0 = whole block: KCVT),
@@ -28,7 +29,7 @@ use crate::gear::{CompressedMatrix, GearConfig};
 use crate::kivi::Backbone;
 use crate::quantize::HeadsView;
 use anyhow::{anyhow, bail, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use ferrite_llm::kv_cache::{KvCache, KvGeometry};
 use ferrite_llm::rope::RopeAngles;
 use rand::rngs::StdRng;
@@ -329,24 +330,28 @@ impl CompressedStore {
     /// Dequantises everything held into K and V `[n_kv_head, len, head_dim]` row-major,
     /// oldest token first.
     pub fn materialise(&self) -> (Vec<f32>, Vec<f32>) {
-        let total = self.len();
-        let size = total * self.channels;
+        let size = self.len() * self.channels;
         let (mut k, mut v) = (vec![0f32; size], vec![0f32; size]);
-        for (out, is_key) in [(&mut k, true), (&mut v, false)] {
-            let mut view = HeadsView {
-                out,
-                total,
-                row0: 0,
-                head_dim: self.head_dim,
-            };
-            for b in &self.blocks {
-                if is_key { &b.k } else { &b.v }.decompress_into(&mut view);
-                view.row0 += self.block;
-            }
-            let buf = if is_key { &self.k_buf } else { &self.v_buf };
-            view.write_dense(buf, self.buffered(), self.channels);
-        }
+        self.materialise_into(true, &mut k, self.len());
+        self.materialise_into(false, &mut v, self.len());
         (k, v)
+    }
+
+    /// Dequantises the keys (`is_key`) or values into rows `0..len` of `out`, a
+    /// `[n_kv_head, rows, head_dim]` row-major buffer with `rows >= len`.
+    pub fn materialise_into(&self, is_key: bool, out: &mut [f32], rows: usize) {
+        let mut view = HeadsView {
+            out,
+            total: rows,
+            row0: 0,
+            head_dim: self.head_dim,
+        };
+        for b in &self.blocks {
+            if is_key { &b.k } else { &b.v }.decompress_into(&mut view);
+            view.row0 += self.block;
+        }
+        let buf = if is_key { &self.k_buf } else { &self.v_buf };
+        view.write_dense(buf, self.buffered(), self.channels);
     }
 
     /// Bytes held, by component.
@@ -393,12 +398,15 @@ pub struct GearCache {
     head_dim: usize,
     max_tokens: usize,
     next_position: usize,
-    scratch_peak: usize,
+    scratch: Option<(Tensor, Tensor)>,
 }
 
 impl GearCache {
-    /// A cache for a model of this geometry.
+    /// A cache for a model of this geometry (CPU only: blocks are dequantised on the host).
     pub fn new(spec: GearSpec, geometry: &KvGeometry) -> Result<Self> {
+        if !geometry.device.is_cpu() {
+            bail!("the compressed KV cache runs on the CPU only");
+        }
         let channels = geometry.n_kv_head * geometry.head_dim;
         let stores = (0..geometry.n_layer)
             .map(|l| {
@@ -419,7 +427,7 @@ impl GearCache {
             head_dim: geometry.head_dim,
             max_tokens: geometry.max_tokens,
             next_position: 0,
-            scratch_peak: 0,
+            scratch: None,
         })
     }
 
@@ -456,9 +464,55 @@ impl GearCache {
         self.heap_bytes() as f64 / self.f16_bytes().max(1) as f64
     }
 
-    /// Largest transient working memory used so far: one layer's dequantised K and V (f32).
+    /// Transient working memory: the f32 scratch K and V that every layer is dequantised into
+    /// in turn (one layer's worth, grown in chunks of [`SCRATCH_CHUNK`] tokens). Not part of
+    /// [`KvCache::heap_bytes`], which counts what is stored.
     pub fn scratch_bytes(&self) -> usize {
-        self.scratch_peak
+        self.scratch
+            .as_ref()
+            .map_or(0, |(k, v)| 4 * (k.elem_count() + v.elem_count()))
+    }
+
+    /// The scratch K and V, grown to hold `total` tokens.
+    fn scratch(&mut self, total: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let cap = self
+            .scratch
+            .as_ref()
+            .map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
+        if total > cap || self.scratch.is_none() {
+            let rows = total.div_ceil(SCRATCH_CHUNK) * SCRATCH_CHUNK;
+            let shape = (self.n_kv_head, rows, self.head_dim);
+            self.scratch = Some((
+                Tensor::zeros(shape, DType::F32, device)?,
+                Tensor::zeros(shape, DType::F32, device)?,
+            ));
+        }
+        Ok(self.scratch.clone().expect("allocated above"))
+    }
+}
+
+/// Tokens added to the scratch K/V at a time.
+pub const SCRATCH_CHUNK: usize = 256;
+
+/// Writes one layer's dequantised K or V into the scratch tensor's storage in place.
+struct Materialise<'a> {
+    store: &'a CompressedStore,
+    is_key: bool,
+    rows: usize,
+}
+
+impl InplaceOp1 for Materialise<'_> {
+    fn name(&self) -> &'static str {
+        "gear-materialise"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            return Err(candle_core::Error::Msg("gear scratch must be f32".into()));
+        };
+        let out = &mut data[layout.start_offset()..];
+        self.store.materialise_into(self.is_key, out, self.rows);
+        Ok(())
     }
 }
 
@@ -513,13 +567,20 @@ impl KvCache for GearCache {
         let v = token_major(v)?;
         store.append(&k, &v, t > 1)?;
         let total = store.len();
-        let (k_all, v_all) = store.materialise();
-        self.scratch_peak = self.scratch_peak.max(4 * (k_all.len() + v_all.len()));
-        let shape = (self.n_kv_head, total, self.head_dim);
-        Ok((
-            Tensor::from_vec(k_all, shape, &device)?,
-            Tensor::from_vec(v_all, shape, &device)?,
-        ))
+        let (sk, sv) = self.scratch(total, &device)?;
+        let store = &self.stores[layer];
+        let rows = sk.dim(1)?;
+        sk.inplace_op1(&Materialise {
+            store,
+            is_key: true,
+            rows,
+        })?;
+        sv.inplace_op1(&Materialise {
+            store,
+            is_key: false,
+            rows,
+        })?;
+        Ok((sk.narrow(1, 0, total)?, sv.narrow(1, 0, total)?))
     }
 
     fn len(&self) -> usize {

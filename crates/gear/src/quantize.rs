@@ -7,7 +7,7 @@
 //! GEAR's KCVT) or along the channels of one token (per-token, the values). Codes are bit-packed
 //! ([`crate::pack`]); the step `Δ` and the zero point `min` are stored as f16 per group.
 
-use crate::pack::{check_bits, pack, packed_len, unpack_into};
+use crate::pack::{check_bits, dequantize_run, pack, packed_len};
 use anyhow::{bail, Result};
 use half::f16;
 
@@ -209,32 +209,33 @@ impl QuantizedMatrix {
         let g = self.grouping.group_len(rows, cols);
         let sf: Vec<f32> = self.scale.iter().map(|v| v.to_f32()).collect();
         let zf: Vec<f32> = self.zero.iter().map(|v| v.to_f32()).collect();
-        let mut codes = vec![0u8; hd];
-        let (mut s, mut z) = (vec![0f32; hd], vec![0f32; hd]);
+        let (mut s, mut z) = (vec![0f32; cols], vec![0f32; cols]);
         for t in 0..rows {
-            for c0 in (0..cols).step_by(hd) {
-                unpack_into(&self.codes, self.bits, t * cols + c0, &mut codes);
-                let o = view.offset(t, c0);
-                let dst = &mut view.out[o..o + hd];
-                match self.grouping {
-                    Grouping::PerChannel { .. } => {
-                        let base = (t / g) * cols + c0;
-                        let (s, z) = (&sf[base..base + hd], &zf[base..base + hd]);
-                        for (((d, &q), &s), &z) in dst.iter_mut().zip(&codes).zip(s).zip(z) {
-                            *d = q as f32 * s + z;
-                        }
-                    }
-                    Grouping::PerToken { .. } => {
-                        for j in 0..hd {
-                            let gi = t * (cols / g) + (c0 + j) / g;
-                            s[j] = sf[gi];
-                            z[j] = zf[gi];
-                        }
-                        for (((d, &q), &s), &z) in dst.iter_mut().zip(&codes).zip(&s).zip(&z) {
-                            *d = q as f32 * s + z;
-                        }
-                    }
+            // Step and zero point of every channel of token t.
+            let (s, z): (&[f32], &[f32]) = match self.grouping {
+                Grouping::PerChannel { .. } => {
+                    let base = (t / g) * cols;
+                    (&sf[base..base + cols], &zf[base..base + cols])
                 }
+                Grouping::PerToken { .. } => {
+                    let per_row = cols / g;
+                    for (gi, (sg, zg)) in s.chunks_mut(g).zip(z.chunks_mut(g)).enumerate() {
+                        sg.fill(sf[t * per_row + gi]);
+                        zg.fill(zf[t * per_row + gi]);
+                    }
+                    (&s, &z)
+                }
+            };
+            for c0 in (0..cols).step_by(hd) {
+                let o = view.offset(t, c0);
+                dequantize_run(
+                    &self.codes,
+                    self.bits,
+                    t * cols + c0,
+                    &s[c0..c0 + hd],
+                    &z[c0..c0 + hd],
+                    &mut view.out[o..o + hd],
+                );
             }
         }
     }
