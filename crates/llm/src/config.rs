@@ -91,8 +91,19 @@ pub struct HfConfig {
     head_dim: Option<usize>,
     rms_norm_eps: f64,
     rope_theta: Option<f64>,
+    /// transformers >= 5 nests θ here: `{"rope_theta": ..., "rope_type": "default"}`.
+    rope_parameters: Option<RopeParameters>,
+    /// Older configs' RoPE scaling (`null` for plain RoPE).
+    rope_scaling: Option<serde_json::Value>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
+}
+
+/// `rope_parameters` of a transformers >= 5 config.
+#[derive(Debug, Deserialize)]
+struct RopeParameters {
+    rope_theta: Option<f64>,
+    rope_type: Option<String>,
 }
 
 impl HfConfig {
@@ -107,6 +118,21 @@ impl HfConfig {
         if arch != "llama" {
             bail!("unsupported architecture `{arch}` (ferrite runs the llama family)");
         }
+        let rope_type = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.clone())
+            .unwrap_or_else(|| "default".into());
+        let scaled = self.rope_scaling.as_ref().is_some_and(|v| !v.is_null());
+        if rope_type != "default" || scaled {
+            bail!("unsupported RoPE scaling (`{rope_type}`): ferrite implements plain RoPE");
+        }
+        let rope_theta = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_theta)
+            .or(self.rope_theta)
+            .unwrap_or(10_000.0);
         let cfg = LlamaConfig {
             architecture: arch,
             vocab_size: self.vocab_size,
@@ -119,12 +145,40 @@ impl HfConfig {
                 .head_dim
                 .unwrap_or(self.hidden_size / self.num_attention_heads.max(1)),
             rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta.unwrap_or(10_000.0),
+            rope_theta,
             rope_style: RopeStyle::HalfSplit,
             context_length: self.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#""vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "rms_norm_eps": 1e-5"#;
+
+    fn parse(extra: &str) -> Result<LlamaConfig> {
+        HfConfig::parse(&format!("{{{BASE}{extra}}}"))?.into_llama()
+    }
+
+    #[test]
+    fn rope_theta_from_either_place() -> Result<()> {
+        assert_eq!(parse("")?.rope_theta, 10_000.0);
+        assert_eq!(parse(r#", "rope_theta": 5e5"#)?.rope_theta, 5e5);
+        let nested = r#", "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}"#;
+        assert_eq!(parse(nested)?.rope_theta, 1e5);
+        Ok(())
+    }
+
+    #[test]
+    fn scaled_rope_and_other_architectures_are_refused() {
+        assert!(parse(r#", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}"#).is_err());
+        assert!(parse(r#", "rope_parameters": {"rope_type": "yarn"}"#).is_err());
+        assert!(parse(r#", "model_type": "mistral""#).is_err());
     }
 }
