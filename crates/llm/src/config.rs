@@ -61,14 +61,14 @@ impl LlamaConfig {
 
     /// Checks the invariants the model code relies on.
     pub fn validate(&self) -> Result<()> {
-        if self.n_head == 0 || self.n_kv_head == 0 || self.n_head % self.n_kv_head != 0 {
+        if self.n_head == 0 || self.n_kv_head == 0 || !self.n_head.is_multiple_of(self.n_kv_head) {
             bail!(
                 "invalid head counts: n_head {} is not a multiple of n_kv_head {}",
                 self.n_head,
                 self.n_kv_head
             );
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             bail!("head_dim {} must be even for RoPE", self.head_dim);
         }
         if self.n_layer == 0 || self.hidden_size == 0 || self.vocab_size == 0 {

@@ -302,7 +302,7 @@ impl Llama {
         };
         let embedding = match (&embd, dtype) {
             (StoredTensor::Quantized(q), ComputeDType::Quantized)
-                if q.shape().dims2()?.1 % q.dtype().block_size() == 0 =>
+                if q.shape().dims2()?.1.is_multiple_of(q.dtype().block_size()) =>
             {
                 Embedding::Quantized(q.clone())
             }

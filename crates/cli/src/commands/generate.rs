@@ -39,13 +39,13 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// Validated sampler.
     pub fn sampler(&self) -> Result<Sampler> {
-        if !(self.temperature >= 0.0) || !self.temperature.is_finite() {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
             bail!("--temperature must be a finite number >= 0");
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("--top-p must be in (0, 1]");
         }
-        if !(self.repeat_penalty > 0.0) || !self.repeat_penalty.is_finite() {
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             bail!("--repeat-penalty must be > 0");
         }
         Ok(Sampler::new(SamplingParams {
