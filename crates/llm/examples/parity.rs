@@ -48,7 +48,9 @@ fn main() -> Result<()> {
         let want = ids(&r["greedy32_ids"]);
         let mut got = vec![argmax(&logits)];
         while got.len() < want.len() {
-            got.push(argmax(&m.model.forward_last(&got[got.len() - 1..], &mut cache)?));
+            got.push(argmax(
+                &m.model.forward_last(&got[got.len() - 1..], &mut cache)?,
+            ));
         }
         let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
         out.insert(
