@@ -1,0 +1,51 @@
+//! Quantised CPU kernels for ferrite (issue 11).
+//!
+//! - [`quantize_q8`]: activations to 8-bit blocks, once per matmul.
+//! - [`q4_0`], [`q4_1`], [`q8_0`]: dot products of GGUF weight rows with those blocks, with an
+//!   AVX2/FMA/F16C path chosen at run time (`is_x86_feature_detected!`) and a portable scalar
+//!   reference, so one binary runs anywhere.
+//! - [`matmul`]: `y = x Wᵀ` over a matrix of blocks, rows split across a [`pool::Pool`].
+//!
+//! Weights stay in the GGUF block layout they were loaded in (borrowed, never copied): the AVX2
+//! kernels read it with unaligned loads, so no repacking or second copy is needed.
+
+pub mod matmul;
+pub mod pool;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q8_0;
+pub mod quantize_q8;
+
+#[cfg(test)]
+mod testing;
+
+pub use matmul::{Format, QMatrix};
+pub use quantize_q8::{BlockQ8, QK};
+
+/// Dot product of one weight row (raw blocks) with the quantised activations of one input row.
+pub type VecDot = fn(&[u8], &[BlockQ8]) -> f32;
+
+/// The little-endian f16 at byte `at` of `b`, as f32.
+#[inline]
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Whether the AVX2 kernels can run here (AVX2 integer ops, FMA, F16C conversions).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma_f16c() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Sum of the 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
+}

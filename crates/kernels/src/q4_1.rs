@@ -1,0 +1,102 @@
+//! GGUF `Q4_1` weights times 8-bit activations ([`BlockQ8`]).
+//!
+//! Block layout (20 bytes, 32 weights): f16 `d`, f16 `m`, then 16 bytes `qs` where byte `j`
+//! holds weight `j` in its low nibble and weight `j + 16` in its high nibble; `w = d·q + m`,
+//! `q ∈ [0, 15]`. With activations `x_j ≈ d_x·p_j` and `s_x = d_x·Σ p_j`, one block contributes
+//! `Σ_j w_j x_j ≈ d·d_x·Σ_j q_j p_j + m·s_x`; the inner sum is exact in integers.
+
+use crate::quantize_q8::{BlockQ8, QK};
+use crate::VecDot;
+
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 20;
+
+/// Fastest available dot product of one `Q4_1` row with quantised activations.
+pub fn vec_dot_fn() -> VecDot {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2_fma_f16c() {
+        return |w, x| {
+            // SAFETY: the features were detected before this pointer was handed out.
+            unsafe { vec_dot_avx2(w, x) }
+        };
+    }
+    vec_dot_scalar
+}
+
+/// Portable reference: `Σ_b d_b d_x Σ_j q_j p_j + m_b s_x` over the blocks of `w` and `x`.
+pub fn vec_dot_scalar(w: &[u8], x: &[BlockQ8]) -> f32 {
+    assert_eq!(
+        w.len(),
+        x.len() * BLOCK_BYTES,
+        "row and activations disagree in blocks"
+    );
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(BLOCK_BYTES).zip(x) {
+        let d = crate::f16_at(wb, 0);
+        let m = crate::f16_at(wb, 2);
+        let mut isum = 0i32;
+        for j in 0..QK / 2 {
+            let byte = wb[4 + j];
+            isum += (byte & 0x0f) as i32 * xb.qs[j] as i32;
+            isum += (byte >> 4) as i32 * xb.qs[j + QK / 2] as i32;
+        }
+        acc += d * xb.d * isum as f32 + m * xb.s;
+    }
+    acc
+}
+
+/// Weights of one row as f32 (`w.len() / 20 · 32` values).
+pub fn dequantize_row(w: &[u8], out: &mut [f32]) {
+    for (wb, o) in w.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(QK)) {
+        let (d, m) = (crate::f16_at(wb, 0), crate::f16_at(wb, 2));
+        for j in 0..QK / 2 {
+            o[j] = d * (wb[4 + j] & 0x0f) as f32 + m;
+            o[j + QK / 2] = d * (wb[4 + j] >> 4) as f32 + m;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert_eq!(
+        w.len(),
+        x.len() * BLOCK_BYTES,
+        "row and activations disagree in blocks"
+    );
+    let low = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut accm = [0f32; 2];
+    for (i, xb) in x.iter().enumerate() {
+        // SAFETY: block `i` spans bytes [20i, 20i + 20) of `w` (length asserted above);
+        // every load is unaligned.
+        let (dm, q4) = unsafe {
+            let p = w.as_ptr().add(i * BLOCK_BYTES);
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+            (dm, _mm_loadu_si128(p.add(4).cast()))
+        };
+        // SAFETY: `xb.qs` is 32 bytes.
+        let p = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+        let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q4, 4), q4), low);
+        let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q, p), ones);
+        let d = _mm_cvtss_f32(dm);
+        let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        let k = i & 1;
+        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot), acc[k]);
+        accm[k] += m * xb.s;
+    }
+    crate::hsum(_mm256_add_ps(acc[0], acc[1])) + accm[0] + accm[1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_dot, random_q4_1};
+
+    #[test]
+    fn matches_scalar_reference() {
+        check_dot(random_q4_1, vec_dot_fn(), vec_dot_scalar, dequantize_row);
+    }
+}

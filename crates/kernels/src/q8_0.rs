@@ -1,0 +1,93 @@
+//! GGUF `Q8_0` weights times 8-bit activations ([`BlockQ8`]).
+//!
+//! Block layout (34 bytes, 32 weights): f16 `d`, then 32 signed bytes `q`; `w = d·q`. One block
+//! contributes `Σ_j w_j x_j ≈ d·d_x·Σ_j q_j p_j`, the inner sum exact in integers.
+
+use crate::quantize_q8::{BlockQ8, QK};
+use crate::VecDot;
+
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 34;
+
+/// Fastest available dot product of one `Q8_0` row with quantised activations.
+pub fn vec_dot_fn() -> VecDot {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2_fma_f16c() {
+        return |w, x| {
+            // SAFETY: the features were detected before this pointer was handed out.
+            unsafe { vec_dot_avx2(w, x) }
+        };
+    }
+    vec_dot_scalar
+}
+
+/// Portable reference: `Σ_b d_b d_x Σ_j q_j p_j`.
+pub fn vec_dot_scalar(w: &[u8], x: &[BlockQ8]) -> f32 {
+    assert_eq!(
+        w.len(),
+        x.len() * BLOCK_BYTES,
+        "row and activations disagree in blocks"
+    );
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(BLOCK_BYTES).zip(x) {
+        let d = crate::f16_at(wb, 0);
+        let isum: i32 = wb[2..]
+            .iter()
+            .zip(&xb.qs)
+            .map(|(&q, &p)| q as i8 as i32 * p as i32)
+            .sum();
+        acc += d * xb.d * isum as f32;
+    }
+    acc
+}
+
+/// Weights of one row as f32.
+pub fn dequantize_row(w: &[u8], out: &mut [f32]) {
+    for (wb, o) in w.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(QK)) {
+        let d = crate::f16_at(wb, 0);
+        for (o, &q) in o.iter_mut().zip(&wb[2..]) {
+            *o = d * q as i8 as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert_eq!(
+        w.len(),
+        x.len() * BLOCK_BYTES,
+        "row and activations disagree in blocks"
+    );
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (i, xb) in x.iter().enumerate() {
+        // SAFETY: block `i` spans bytes [34i, 34i + 34) of `w` (length asserted above);
+        // unaligned loads.
+        let (d, q) = unsafe {
+            let p = w.as_ptr().add(i * BLOCK_BYTES);
+            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<u16>().read_unaligned() as i32));
+            (_mm_cvtss_f32(d), _mm256_loadu_si256(p.add(2).cast()))
+        };
+        // SAFETY: `xb.qs` is 32 bytes.
+        let p = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+        // maddubs wants an unsigned operand: |q| times p with q's sign moved onto p.
+        let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(p, q));
+        let dot = _mm256_madd_epi16(prod, ones);
+        let k = i & 1;
+        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot), acc[k]);
+    }
+    crate::hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_dot, random_q8_0};
+
+    #[test]
+    fn matches_scalar_reference() {
+        check_dot(random_q8_0, vec_dot_fn(), vec_dot_scalar, dequantize_row);
+    }
+}
