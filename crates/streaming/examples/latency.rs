@@ -4,7 +4,9 @@
 //! For each cache size `C`: `sink:4+(C-4)` (incremental and naive rotation) and `full` are
 //! prefilled with `C` tokens of the text, then decode `--decode` more tokens one at a time (the
 //! text's own tokens, teacher-forced); `recompute:C` re-encodes the last `C` tokens for each of
-//! `--recompute-steps` predictions. Prints one JSON object per cache size.
+//! `--recompute-steps` predictions. Prints one JSON object per cache size, with wall-clock and
+//! CPU time per token (CPU time: the sum over the process's threads from
+//! `/proc/self/task/*/schedstat`, which stays meaningful on a machine shared with other jobs).
 //!
 //! ```text
 //! cargo run --release -p ferrite-streaming --example latency -- \
@@ -68,23 +70,46 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// Prefills `ids[..c]` then decodes `ids[c..c+n]` one by one: mean seconds per decoded token.
+/// CPU seconds used so far by all threads of this process (0 where /proc is unavailable).
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 * 1e-9
+}
+
+/// Wall and CPU seconds of `f`.
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<(f64, f64)> {
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    f()?;
+    Ok((t0.elapsed().as_secs_f64(), cpu_seconds() - c0))
+}
+
+/// Prefills `ids[..c]` then decodes `ids[c..c+n]` one by one: mean (wall, CPU) seconds per
+/// decoded token.
 fn decode_latency(
     m: &LoadedModel,
     ids: &[u32],
     c: usize,
     n: usize,
     cache: &mut dyn KvCache,
-) -> Result<f64> {
+) -> Result<(f64, f64)> {
     for chunk in ids[..c].chunks(256) {
         prefill(&m.model, chunk, cache)?;
     }
     m.model.forward_last(&ids[c..c + 1], cache)?; // warm-up step, not timed
-    let t0 = Instant::now();
-    for i in 1..=n {
-        m.model.forward_last(&ids[c + i..c + i + 1], cache)?;
-    }
-    Ok(t0.elapsed().as_secs_f64() / n as f64)
+    let (wall, cpu) = timed(|| {
+        for i in 1..=n {
+            m.model.forward_last(&ids[c + i..c + i + 1], cache)?;
+        }
+        Ok(())
+    })?;
+    Ok((wall / n as f64, cpu / n as f64))
 }
 
 fn main() -> Result<()> {
@@ -117,25 +142,36 @@ fn main() -> Result<()> {
         let mut full = FullCache::new(&g);
         let full_s = decode_latency(&m, &ids, c, args.decode, &mut full)?;
         let mut scratch = FullCache::new(&g);
-        let t0 = Instant::now();
-        for j in 0..args.recompute_steps {
-            let i = c + j;
-            recompute::step_logits(&m.model, &ids[i + 1 - c..=i], &mut scratch)?;
-        }
-        let recompute_s = t0.elapsed().as_secs_f64() / args.recompute_steps as f64;
+        let (wall, cpu) = timed(|| {
+            for j in 0..args.recompute_steps {
+                let i = c + j;
+                recompute::step_logits(&m.model, &ids[i + 1 - c..=i], &mut scratch)?;
+            }
+            Ok(())
+        })?;
+        let steps = args.recompute_steps as f64;
+        let recompute_s = (wall / steps, cpu / steps);
         println!(
             "{}",
             serde_json::json!({
                 "cache": c,
                 "sink_spec": config.spec(),
-                "sink_ms_per_token": sink_s * 1e3,
-                "sink_naive_ms_per_token": naive_s * 1e3,
-                "full_ms_per_token": full_s * 1e3,
-                "recompute_ms_per_token": recompute_s * 1e3,
-                "speedup_sink_vs_recompute": recompute_s / sink_s,
-                "sink_tok_s": 1.0 / sink_s,
-                "full_tok_s": 1.0 / full_s,
-                "sink_vs_full_tok_s": full_s / sink_s,
+                "wall_ms_per_token": {
+                    "sink": sink_s.0 * 1e3,
+                    "sink_naive": naive_s.0 * 1e3,
+                    "full": full_s.0 * 1e3,
+                    "recompute": recompute_s.0 * 1e3,
+                },
+                "cpu_ms_per_token": {
+                    "sink": sink_s.1 * 1e3,
+                    "sink_naive": naive_s.1 * 1e3,
+                    "full": full_s.1 * 1e3,
+                    "recompute": recompute_s.1 * 1e3,
+                },
+                "speedup_sink_vs_recompute_wall": recompute_s.0 / sink_s.0,
+                "speedup_sink_vs_recompute_cpu": recompute_s.1 / sink_s.1,
+                "sink_tok_s_over_full_tok_s_cpu": full_s.1 / sink_s.1,
+                "naive_cpu_over_incremental_cpu": naive_s.1 / sink_s.1,
                 "sink_kv_bytes": sink_bytes,
                 "decode_tokens": args.decode,
                 "recompute_steps": args.recompute_steps,
