@@ -39,6 +39,24 @@ pub(crate) fn has_avx2_fma_f16c() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
+/// Eight i32 sums of four u8·i8 products each (`u` unsigned, `s` signed).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn dot_u8_i8<const VNNI: bool>(
+    u: std::arch::x86_64::__m256i,
+    s: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: only called, inlined, from kernels compiled with AVX2 (and AVX-VNNI when `VNNI`).
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+        }
+    }
+}
+
 /// Sum of the 8 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]

@@ -13,14 +13,29 @@ pub const BLOCK_BYTES: usize = 18;
 
 /// Fastest available dot product of one `Q4_0` row with quantised activations.
 pub fn vec_dot_fn() -> VecDot {
+    vec_dot_variants()
+        .last()
+        .expect("the scalar kernel is always there")
+        .1
+}
+
+/// Every kernel this CPU can run, slowest first: `scalar`, then `avx2`, then `avxvnni`.
+pub fn vec_dot_variants() -> Vec<(&'static str, VecDot)> {
+    let mut v: Vec<(&'static str, VecDot)> = vec![("scalar", vec_dot_scalar)];
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2_fma_f16c() {
-        return |w, x| {
+        v.push(("avx2", |w, x| {
             // SAFETY: the features were detected before this pointer was handed out.
             unsafe { vec_dot_avx2(w, x) }
-        };
+        }));
+        if is_x86_feature_detected!("avxvnni") {
+            v.push(("avxvnni", |w, x| {
+                // SAFETY: as above, with AVX-VNNI detected too.
+                unsafe { vec_dot_avxvnni(w, x) }
+            }));
+        }
     }
-    vec_dot_scalar
+    v
 }
 
 /// Portable reference: `Σ_b d_b d_x Σ_j (q_j − 8) p_j`.
@@ -58,6 +73,23 @@ pub fn dequantize_row(w: &[u8], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
+    // SAFETY: the caller guarantees the features this kernel's body needs.
+    unsafe { vec_dot_x86::<false>(w, x) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn vec_dot_avxvnni(w: &[u8], x: &[BlockQ8]) -> f32 {
+    // SAFETY: the caller guarantees the features this kernel's body needs.
+    unsafe { vec_dot_x86::<true>(w, x) }
+}
+
+/// The AVX2 body, inlined into the wrappers above; `VNNI` selects `vpdpbusd` for the
+/// u8·i8 dot of four bytes, else `vpmaddubsw` + `vpmaddwd` (no saturation at these ranges).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn vec_dot_x86<const VNNI: bool>(w: &[u8], x: &[BlockQ8]) -> f32 {
+    use crate::dot_u8_i8;
     use std::arch::x86_64::*;
     assert_eq!(
         w.len(),
@@ -66,7 +98,6 @@ unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
     );
     let low = _mm256_set1_epi8(0x0f);
     let eight = _mm256_set1_epi8(8);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 2];
     for (i, xb) in x.iter().enumerate() {
         // SAFETY: block `i` spans bytes [18i, 18i + 18) of `w` (length asserted above);
@@ -81,8 +112,7 @@ unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
         let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q4, 4), q4), low);
         let q = _mm256_sub_epi8(q, eight);
         // maddubs wants an unsigned operand: |q| times p with q's sign moved onto p.
-        let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(p, q));
-        let dot = _mm256_madd_epi16(prod, ones);
+        let dot = dot_u8_i8::<VNNI>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(p, q));
         let k = i & 1;
         acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dot), acc[k]);
     }
@@ -96,6 +126,8 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference() {
-        check_dot(random_q4_0, vec_dot_fn(), vec_dot_scalar, dequantize_row);
+        for (_, kernel) in vec_dot_variants() {
+            check_dot(random_q4_0, kernel, vec_dot_scalar, dequantize_row);
+        }
     }
 }

@@ -13,14 +13,29 @@ pub const BLOCK_BYTES: usize = 20;
 
 /// Fastest available dot product of one `Q4_1` row with quantised activations.
 pub fn vec_dot_fn() -> VecDot {
+    vec_dot_variants()
+        .last()
+        .expect("the scalar kernel is always there")
+        .1
+}
+
+/// Every kernel this CPU can run, slowest first: `scalar`, then `avx2`, then `avxvnni`.
+pub fn vec_dot_variants() -> Vec<(&'static str, VecDot)> {
+    let mut v: Vec<(&'static str, VecDot)> = vec![("scalar", vec_dot_scalar)];
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2_fma_f16c() {
-        return |w, x| {
+        v.push(("avx2", |w, x| {
             // SAFETY: the features were detected before this pointer was handed out.
             unsafe { vec_dot_avx2(w, x) }
-        };
+        }));
+        if is_x86_feature_detected!("avxvnni") {
+            v.push(("avxvnni", |w, x| {
+                // SAFETY: as above, with AVX-VNNI detected too.
+                unsafe { vec_dot_avxvnni(w, x) }
+            }));
+        }
     }
-    vec_dot_scalar
+    v
 }
 
 /// Portable reference: `Σ_b d_b d_x Σ_j q_j p_j + m_b s_x` over the blocks of `w` and `x`.
@@ -59,6 +74,23 @@ pub fn dequantize_row(w: &[u8], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
+    // SAFETY: the caller guarantees the features this kernel's body needs.
+    unsafe { vec_dot_x86::<false>(w, x) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn vec_dot_avxvnni(w: &[u8], x: &[BlockQ8]) -> f32 {
+    // SAFETY: the caller guarantees the features this kernel's body needs.
+    unsafe { vec_dot_x86::<true>(w, x) }
+}
+
+/// The AVX2 body, inlined into the wrappers above; `VNNI` selects `vpdpbusd` for the
+/// u8·i8 dot of four bytes, else `vpmaddubsw` + `vpmaddwd` (no saturation at these ranges).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn vec_dot_x86<const VNNI: bool>(w: &[u8], x: &[BlockQ8]) -> f32 {
+    use crate::dot_u8_i8;
     use std::arch::x86_64::*;
     assert_eq!(
         w.len(),
@@ -66,7 +98,6 @@ unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
         "row and activations disagree in blocks"
     );
     let low = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut accm = [0f32; 2];
     for (i, xb) in x.iter().enumerate() {
@@ -80,7 +111,7 @@ unsafe fn vec_dot_avx2(w: &[u8], x: &[BlockQ8]) -> f32 {
         // SAFETY: `xb.qs` is 32 bytes.
         let p = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
         let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q4, 4), q4), low);
-        let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q, p), ones);
+        let dot = dot_u8_i8::<VNNI>(q, p);
         let d = _mm_cvtss_f32(dm);
         let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
         let k = i & 1;
@@ -97,6 +128,8 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference() {
-        check_dot(random_q4_1, vec_dot_fn(), vec_dot_scalar, dequantize_row);
+        for (_, kernel) in vec_dot_variants() {
+            check_dot(random_q4_1, kernel, vec_dot_scalar, dequantize_row);
+        }
     }
 }
