@@ -30,6 +30,8 @@ enum Command {
     Ppl(commands::ppl::PplArgs),
     /// Throughput benchmark: prompt processing and decode tokens/s, peak RSS.
     Bench(commands::bench::BenchArgs),
+    /// OpenAI-compatible HTTP server: chat/completions with streaming, sessions, per-request KV.
+    Serve(commands::serve::ServeArgs),
     /// RL basics: Markov reward processes, dynamic programming, Monte Carlo and TD control.
     Rl(ferrite_rl::cli::RlArgs),
 }
@@ -62,6 +64,7 @@ fn main() {
         Command::Chat(a) => commands::chat::run(a),
         Command::Ppl(a) => commands::ppl::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Rl(a) => ferrite_rl::cli::run(a),
     };
     if let Err(e) = result {

@@ -5,3 +5,4 @@ pub mod chat;
 pub mod generate;
 pub mod info;
 pub mod ppl;
+pub mod serve;
