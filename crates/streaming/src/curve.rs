@@ -124,8 +124,8 @@ pub fn read_csv(path: &Path) -> Result<BTreeMap<String, Vec<CurvePoint>>> {
     Ok(out)
 }
 
-/// Draws the running perplexity of every policy in the curve file `csv` into `png`
-/// (log-scale y axis, one line per policy).
+/// Draws the running perplexity of every policy in the curve file `csv` into `png`, one line
+/// per policy.
 pub fn plot(csv: &Path, png: &Path, title: &str) -> Result<()> {
     let curves = read_csv(csv)?;
     let all = || curves.values().flatten();
@@ -148,13 +148,19 @@ pub fn plot(csv: &Path, png: &Path, title: &str) -> Result<()> {
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_x, ((lo * 0.9)..(hi * 1.1)).log_scale())
+        .build_cartesian_2d(0.0..max_x, (lo * 0.8).max(0.0)..(hi * 1.1))
         .map_err(|e| draw(&e))?;
     chart
         .configure_mesh()
         .x_desc("tokens streamed")
         .y_desc("running perplexity")
-        .x_label_formatter(&|x| format!("{:.0}k", x / 1000.0))
+        .x_label_formatter(&|x| {
+            if max_x < 20_000.0 {
+                format!("{:.1}k", x / 1000.0)
+            } else {
+                format!("{:.0}k", x / 1000.0)
+            }
+        })
         .draw()
         .map_err(|e| draw(&e))?;
     for (i, (policy, pts)) in curves.iter().enumerate() {
