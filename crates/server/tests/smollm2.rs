@@ -33,6 +33,6 @@ fn smollm2_answers_a_chat_over_http() {
     let text = r["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(text.contains("Paris"), "{text}");
     assert_eq!(r["ferrite"]["kv"], "sink:4+252");
-    // The template's default system prompt went in: many more tokens than the question.
-    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 20, "{r}");
+    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 7, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{r}");
 }
