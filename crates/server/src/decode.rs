@@ -123,7 +123,11 @@ pub fn decode(
         outcome.completion_tokens += 1;
         if let Some(piece) = streamer.push(next)? {
             text.push_str(&piece);
-            let hit = params.stop.iter().filter_map(|s| text.find(s.as_str())).min();
+            let hit = params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min();
             if let Some(at) = hit {
                 if at > sent && !emit(text[sent..at].to_string()) {
                     outcome.finish = Finish::Cancelled;

@@ -258,8 +258,9 @@ pub fn serve_blocking(config: ServerConfig, engine: LoadedModel, factory: KvFact
     let which = signals.block_on(async {
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("listening for SIGTERM")?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("listening for SIGTERM")?;
             tokio::select! {
                 _ = term.recv() => Ok::<_, anyhow::Error>("SIGTERM"),
                 r = tokio::signal::ctrl_c() => r.map(|_| "SIGINT").context("listening for Ctrl-C"),
@@ -267,7 +268,9 @@ pub fn serve_blocking(config: ServerConfig, engine: LoadedModel, factory: KvFact
         }
         #[cfg(not(unix))]
         {
-            tokio::signal::ctrl_c().await.context("listening for Ctrl-C")?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("listening for Ctrl-C")?;
             Ok::<_, anyhow::Error>("Ctrl-C")
         }
     })?;

@@ -311,7 +311,12 @@ mod tests {
         let e = parse::<Request>(br#"{"messages": [], "temprature": 1}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temprature"), "{}", e.message);
         let e = parse::<Request>(br#"{"messages": [{"role": 3}]}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("messages[0].role"), "{}", e.message);
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].role"),
+            "{}",
+            e.message
+        );
         let e = parse::<Request>(br#"{"messages": ["#).unwrap_err();
         assert_eq!(e.code, Some("invalid_json"));
     }
@@ -323,7 +328,10 @@ mod tests {
                  "stop": ["a", "b"], "session": "s1", "kv": "full"}"#,
         )
         .unwrap();
-        assert!(matches!(r.messages.unwrap()[0].content, Some(Content::Parts(_))));
+        assert!(matches!(
+            r.messages.unwrap()[0].content,
+            Some(Content::Parts(_))
+        ));
         assert!(matches!(r.stop, Some(Stop::Many(_))));
         let c: Request = parse(br#"{"prompt": [1, 2, 3]}"#).unwrap();
         assert!(matches!(c.prompt, Some(Prompt::Tokens(_))));

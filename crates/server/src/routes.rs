@@ -71,7 +71,9 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("no such route (see /v1/chat/completions, /v1/completions, /v1/models, /health)")
+    ApiError::not_found(
+        "no such route (see /v1/chat/completions, /v1/completions, /v1/models, /health)",
+    )
 }
 
 async fn end_session(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
@@ -83,14 +85,18 @@ async fn end_session(State(st): State<Arc<AppState>>, Path(id): Path<String>) ->
 }
 
 async fn chat(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    answer(st, body, Kind::Chat).await.unwrap_or_else(|e| e.into_response())
+    answer(st, body, Kind::Chat)
+        .await
+        .unwrap_or_else(|e| e.into_response())
 }
 
 async fn completions(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(st, body, Kind::Text).await.unwrap_or_else(|e| e.into_response())
+    answer(st, body, Kind::Text)
+        .await
+        .unwrap_or_else(|e| e.into_response())
 }
 
 fn unix_now() -> u64 {
@@ -118,11 +124,17 @@ fn decode_params(req: &Request, st: &AppState) -> Result<DecodeParams, ApiError>
     }
     let temperature = req.temperature.unwrap_or(1.0);
     if !temperature.is_finite() || !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::invalid("`temperature` must be in [0, 2]", Some("temperature")));
+        return Err(ApiError::invalid(
+            "`temperature` must be in [0, 2]",
+            Some("temperature"),
+        ));
     }
     let top_p = req.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::invalid("`top_p` must be in (0, 1]", Some("top_p")));
+        return Err(ApiError::invalid(
+            "`top_p` must be in (0, 1]",
+            Some("top_p"),
+        ));
     }
     let repetition_penalty = req.repetition_penalty.unwrap_or(1.0);
     if !repetition_penalty.is_finite() || repetition_penalty <= 0.0 {
@@ -208,9 +220,16 @@ fn message_text(m: &ChatMessage, i: usize) -> Result<Message, ApiError> {
 
 /// ChatML text of `messages`, with the template's default system prompt on a first turn that
 /// has none.
-fn chat_text(st: &AppState, messages: &[ChatMessage], first_turn: bool) -> Result<String, ApiError> {
+fn chat_text(
+    st: &AppState,
+    messages: &[ChatMessage],
+    first_turn: bool,
+) -> Result<String, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid("`messages` must not be empty", Some("messages")));
+        return Err(ApiError::invalid(
+            "`messages` must not be empty",
+            Some("messages"),
+        ));
     }
     let mut msgs = messages
         .iter()
@@ -345,7 +364,11 @@ async fn answer(
             if req.messages.is_some() || req.session.is_some() {
                 return Err(ApiError::invalid(
                     "/v1/completions takes `prompt` (`messages` and `session` are for chat)",
-                    Some(if req.session.is_some() { "session" } else { "messages" }),
+                    Some(if req.session.is_some() {
+                        "session"
+                    } else {
+                        "messages"
+                    }),
                 ));
             }
             let prompt = match &req.prompt {
@@ -370,9 +393,18 @@ async fn answer(
                 }
             };
             if prompt.is_empty() {
-                return Err(ApiError::invalid("`prompt` must not be empty", Some("prompt")));
+                return Err(ApiError::invalid(
+                    "`prompt` must not be empty",
+                    Some("prompt"),
+                ));
             }
-            (prompt, new_cache(req.kv.as_deref())?, None, Vec::new(), "prompt")
+            (
+                prompt,
+                new_cache(req.kv.as_deref())?,
+                None,
+                Vec::new(),
+                "prompt",
+            )
         }
     };
     if let Err(e) = fit(&st, &mut prompt, cache.as_ref(), session.is_none(), param) {
@@ -382,7 +414,9 @@ async fn answer(
         return Err(e);
     }
 
-    let n = st.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = st
+        .next_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = match kind {
         Kind::Chat => format!("chatcmpl-{n}"),
         Kind::Text => format!("cmpl-{n}"),

@@ -205,7 +205,8 @@ impl Worker {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             self.active.fetch_add(1, Ordering::SeqCst);
             let events = job.events.clone();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(job)));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(job)));
             if result.is_err() {
                 let _ = events.send(Event::Failed(ApiError::internal("generation panicked")));
             }

@@ -91,7 +91,10 @@ impl SessionStore {
                     ));
                 }
             }
-            let cache = slot.cache.take().ok_or_else(|| ApiError::session_busy(id))?;
+            let cache = slot
+                .cache
+                .take()
+                .ok_or_else(|| ApiError::session_busy(id))?;
             slot.last_used = Instant::now();
             let pending = std::mem::take(&mut slot.pending);
             return Ok((self.lease(id, false), cache, pending));

@@ -39,7 +39,10 @@ fn chat_non_streaming_and_streaming_agree() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["object"], "chat.completion");
     assert_eq!(r["choices"][0]["message"]["role"], "assistant");
-    let content = r["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let content = r["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let u = &r["usage"];
     assert!(u["prompt_tokens"].as_u64().unwrap() > 5);
     assert!(u["completion_tokens"].as_u64().unwrap() <= 12);
@@ -120,9 +123,15 @@ fn completions_stream_and_stop_sequences() {
 fn assert_error(st: u16, body: &Value, want: u16, param: Option<&str>) {
     assert_eq!(st, want, "{body}");
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(e["type"].is_string(), "{body}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "{body}"
+    );
     if let Some(p) = param {
         assert_eq!(e["param"], p, "{body}");
     }
@@ -145,18 +154,51 @@ fn bad_input_gets_openai_style_4xx() {
     assert_error(st, &b, 400, None);
     let cases: Vec<(Value, &str)> = vec![
         (json!({"messages": "hi"}), "messages"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}), "max_tokens"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}), "stream"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "bogus": 1}), "bogus"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}),
+            "max_tokens",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}),
+            "stream",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "bogus": 1}),
+            "bogus",
+        ),
         (json!({"messages": []}), "messages"),
-        (json!({"messages": [{"role": "user", "content": "  "}]}), "messages[0].content"),
-        (json!({"messages": [{"role": "robot", "content": "hi"}]}), "messages[0].role"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}), "n"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}), "max_tokens"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 9}), "temperature"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "kv": "nonsense"}), "kv"),
-        (json!({"messages": [{"role": "user", "content": "hi"}], "stop": ""}), "stop"),
+        (
+            json!({"messages": [{"role": "user", "content": "  "}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"messages": [{"role": "robot", "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}),
+            "n",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 9}),
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "kv": "nonsense"}),
+            "kv",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "stop": ""}),
+            "stop",
+        ),
         (json!({"prompt": "hi"}), "prompt"),
         (json!({}), "messages"),
     ];
@@ -214,7 +256,14 @@ fn concurrent_requests_each_get_their_own_answer() {
             ..config()
         },
     );
-    let prompts = ["the cat", "an ant", "the hat on", "in the mat", "then the", "ate the"];
+    let prompts = [
+        "the cat",
+        "an ant",
+        "the hat on",
+        "in the mat",
+        "then the",
+        "ate the",
+    ];
     let solo: Vec<Value> = prompts
         .iter()
         .map(|p| post(&s, "/v1/chat/completions", &chat_body(p, 8)).1)
@@ -233,13 +282,18 @@ fn concurrent_requests_each_get_their_own_answer() {
                         data.iter()
                             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
                             .filter_map(|c| {
-                                c["choices"][0]["delta"]["content"].as_str().map(str::to_owned)
+                                c["choices"][0]["delta"]["content"]
+                                    .as_str()
+                                    .map(str::to_owned)
                             })
                             .collect::<String>()
                     } else {
                         let (st, r) = post(s, "/v1/chat/completions", &b);
                         assert_eq!(st, 200, "{r}");
-                        r["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+                        r["choices"][0]["message"]["content"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
                     }
                 })
             })
@@ -310,9 +364,15 @@ fn a_session_streams_past_the_context_at_constant_memory() {
         assert!(r["ferrite"]["cache_tokens"].as_u64().unwrap() <= 32);
         bytes.push(r["ferrite"]["cache_bytes"].as_u64().unwrap());
     }
-    assert!(total > 3 * 128, "the chat went {total} tokens, past the context of 128");
+    assert!(
+        total > 3 * 128,
+        "the chat went {total} tokens, past the context of 128"
+    );
     let settled = &bytes[4..];
-    assert!(settled.iter().all(|&b| b == settled[0]), "cache bytes {bytes:?}");
+    assert!(
+        settled.iter().all(|&b| b == settled[0]),
+        "cache bytes {bytes:?}"
+    );
     // A policy change within the session is refused; ending it works once.
     let mut b = chat_body("hi", 2);
     b["session"] = json!("s1");
@@ -368,5 +428,8 @@ fn shutdown_refuses_new_requests_and_cancels_running_ones_after_the_grace() {
     assert!(rest.iter().any(|d| d.contains("shutting_down")), "{rest:?}");
     stopper.join().unwrap().expect("clean shutdown");
     assert!(t0.elapsed() < Duration::from_secs(10));
-    assert!(std::net::TcpStream::connect(addr).is_err(), "still listening");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still listening"
+    );
 }

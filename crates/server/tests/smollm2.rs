@@ -10,8 +10,8 @@ use std::path::Path;
 
 #[test]
 fn smollm2_answers_a_chat_over_http() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} is missing: run `make setup`",

@@ -26,8 +26,12 @@ pub fn factory(geometry: ferrite_llm::KvGeometry) -> KvFactory {
 /// A server on the tiny model written under a fresh temp dir named `name`.
 pub fn tiny_server(name: &str, config: ServerConfig) -> Server {
     let dir = temp_dir(name);
-    let path = write_gguf(&dir.join("tiny.gguf"), &TinySpec::default(), GgmlDType::Q8_0)
-        .expect("write tiny model");
+    let path = write_gguf(
+        &dir.join("tiny.gguf"),
+        &TinySpec::default(),
+        GgmlDType::Q8_0,
+    )
+    .expect("write tiny model");
     server_on(&path, config)
 }
 
@@ -35,15 +39,7 @@ pub fn tiny_server(name: &str, config: ServerConfig) -> Server {
 pub fn server_on(path: &Path, config: ServerConfig) -> Server {
     let m = load_model(path, ComputeDType::Quantized).expect("load model");
     let f = factory(m.model.kv_geometry());
-    Server::start(
-        ServerConfig {
-            port: 0,
-            ..config
-        },
-        m,
-        f,
-    )
-    .expect("start server")
+    Server::start(ServerConfig { port: 0, ..config }, m, f).expect("start server")
 }
 
 /// Base URL of a server.
@@ -157,7 +153,10 @@ pub fn wait_health(s: &Server, secs: f64, pred: impl Fn(&Value) -> bool) -> Valu
         if pred(&h) {
             return h;
         }
-        assert!(t0.elapsed().as_secs_f64() < secs, "health never matched: {h}");
+        assert!(
+            t0.elapsed().as_secs_f64() < secs,
+            "health never matched: {h}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
