@@ -34,6 +34,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// RL basics: Markov reward processes, dynamic programming, Monte Carlo and TD control.
     Rl(ferrite_rl::cli::RlArgs),
+    /// Attention rank collapse: residual per layer for SAN / SAN+skip / SAN+MLP / full, paths, Theorem 2.2 check.
+    Rank(ferrite_rank::cli::RankArgs),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::Bench(a) => commands::bench::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Rl(a) => ferrite_rl::cli::run(a),
+        Command::Rank(a) => ferrite_rank::cli::run(a),
     };
     if let Err(e) = result {
         // One line: the chain of contexts, outermost first.

@@ -1,0 +1,364 @@
+//! `ferrite rank`: the experiments of Dong, Cordonnier & Loukas 2021, "Attention is not all you
+//! need: pure attention loses rank doubly exponentially with depth", from the command line.
+//!
+//! - `--model M --text F`: Figure 2 on the model (pretrained) and on the same architecture
+//!   re-initialised (`--init both`, the default), plus sampled attention paths;
+//! - `--random`: Figure 2 on a random transformer of the given shape, inputs `N(0, std²)`;
+//! - `--bound`: the Theorem 2.2 check on random single-head SANs.
+
+use crate::bound::{self, BoundConfig, BoundReport};
+use crate::paths::path_share;
+use crate::plot::plot_panels;
+use crate::study::{self, Panel, PathRow};
+use crate::surgery::{normal, Arch, Net, Variant};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::{Args, ValueEnum};
+use ferrite_llm::{load_model, ComputeDType};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Which model states `--model` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Init {
+    /// Trained weights and the same architecture re-initialised.
+    Both,
+    /// Trained weights only.
+    Pretrained,
+    /// Re-initialised weights only.
+    Random,
+}
+
+/// Arguments of `ferrite rank`.
+#[derive(Debug, Args)]
+pub struct RankArgs {
+    /// Llama-family model (GGUF file or HF safetensors directory) whose weights are cut up.
+    #[arg(long, conflicts_with = "random")]
+    pub model: Option<PathBuf>,
+    /// Text the sequences are cut from (with --model).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Model states measured with --model.
+    #[arg(long, value_enum, default_value_t = Init::Both)]
+    pub init: Init,
+    /// Use a random transformer of the shape below instead of a model.
+    #[arg(long)]
+    pub random: bool,
+    /// Random transformer: residual width.
+    #[arg(long, default_value_t = 576)]
+    pub width: usize,
+    /// Random transformer: query heads.
+    #[arg(long, default_value_t = 9)]
+    pub heads: usize,
+    /// Random transformer: key/value heads (default: = heads).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Random transformer: layers.
+    #[arg(long, default_value_t = 30)]
+    pub layers: usize,
+    /// Random transformer: MLP width (default 8/3 · width, rounded to 64).
+    #[arg(long)]
+    pub mlp: Option<usize>,
+    /// Random transformer: bidirectional attention without RoPE (the paper's BERT-like setting)
+    /// instead of a causal decoder with RoPE.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// Standard deviation of random weights and embeddings.
+    #[arg(long, default_value_t = 0.02)]
+    pub init_std: f64,
+    /// Sequences averaged over.
+    #[arg(long, default_value_t = 32)]
+    pub seqs: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub len: usize,
+    /// Sampled attention paths per length and sequence (0: skip the path study).
+    #[arg(long, default_value_t = 1)]
+    pub paths: usize,
+    /// Seed of weights, inputs and path sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run the Theorem 2.2 bound check instead.
+    #[arg(long, conflicts_with_all = ["model", "random"])]
+    pub bound: bool,
+    /// Bound check: random SANs.
+    #[arg(long, default_value_t = 200)]
+    pub instances: usize,
+    /// Bound check: depth.
+    #[arg(long, default_value_t = 6)]
+    pub bound_depth: usize,
+    /// Bound check: tokens.
+    #[arg(long, default_value_t = 8)]
+    pub bound_tokens: usize,
+    /// Bound check: width (= d_qk).
+    #[arg(long, default_value_t = 8)]
+    pub bound_width: usize,
+    /// Bound check: γ of the bound.
+    #[arg(long, default_value_t = 1.0)]
+    pub gamma: f64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the Figure 2 plot (PNG) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs `ferrite rank`.
+pub fn run(args: RankArgs) -> Result<()> {
+    if args.bound {
+        return run_bound(&args);
+    }
+    if args.seqs == 0 || args.len < 2 {
+        bail!("--seqs must be at least 1 and --len at least 2");
+    }
+    let mut panels = Vec::new();
+    let mut paths = None;
+    let arch_json: Option<serde_json::Value>;
+    let progress = |label: &str| {
+        let label = label.to_string();
+        move |v: Variant, i: usize| {
+            eprint!("\r{label}: {} sequence {}   ", v.label(), i + 1);
+        }
+    };
+    if let Some(model_path) = &args.model {
+        let text_path = args
+            .text
+            .as_ref()
+            .context("--model needs --text (the sequences are cut from it)")?;
+        let text = std::fs::read_to_string(text_path)
+            .with_context(|| format!("cannot read text {}", text_path.display()))?;
+        let loaded = load_model(model_path, ComputeDType::F32)
+            .with_context(|| format!("cannot load model {}", model_path.display()))?;
+        let ids = loaded.tokenizer.encode(&text)?;
+        let windows = study::text_windows(&ids, args.seqs, args.len)
+            .with_context(|| format!("text {}", text_path.display()))?;
+        let net = Net::from_llama(&loaded.model)?;
+        arch_json = Some(serde_json::to_value(&net.arch)?);
+        if args.init != Init::Pretrained {
+            let mut arch = net.arch.clone();
+            arch.causal = true;
+            let random = Net::random(
+                arch,
+                args.init_std,
+                loaded.model.config.rms_norm_eps as f32,
+                args.seed,
+            )?;
+            let inputs = windows
+                .iter()
+                .map(|w| study::random_embedding(w, random.arch.hidden, args.init_std, args.seed))
+                .collect::<Result<Vec<_>>>()?;
+            panels.push(study::panel(&random, &inputs, "at initialisation", progress("init"))?);
+        }
+        if args.init != Init::Random {
+            let dev = loaded.model.device().clone();
+            let inputs = windows
+                .iter()
+                .map(|w| loaded.model.embedding.forward(w, &dev))
+                .collect::<Result<Vec<_>>>()?;
+            let label = format!(
+                "pretrained {}",
+                model_path.file_name().map_or_else(
+                    || model_path.display().to_string(),
+                    |f| f.to_string_lossy().into_owned()
+                )
+            );
+            panels.push(study::panel(&net, &inputs, &label, progress("pretrained"))?);
+            if args.paths > 0 {
+                eprint!("\rpaths ...                         ");
+                paths = Some(study::path_study(&net, &inputs, args.paths, args.seed)?);
+            }
+        }
+    } else if args.random {
+        let arch = Arch {
+            hidden: args.width,
+            n_head: args.heads,
+            n_kv_head: args.kv_heads.unwrap_or(args.heads),
+            n_layer: args.layers,
+            mlp: args
+                .mlp
+                .unwrap_or_else(|| (args.width * 8 / 3).div_ceil(64) * 64),
+            rope_theta: (!args.bidirectional).then_some(10_000.0),
+            causal: !args.bidirectional,
+        };
+        let net = Net::random(arch, args.init_std, 1e-5, args.seed)?;
+        arch_json = Some(serde_json::to_value(&net.arch)?);
+        let mut rng = StdRng::seed_from_u64(args.seed ^ 0xdead_beef);
+        let inputs = (0..args.seqs)
+            .map(|_| {
+                Tensor::from_vec(
+                    normal(&mut rng, args.len * args.width, args.init_std),
+                    (args.len, args.width),
+                    &Device::Cpu,
+                )
+                .map_err(anyhow::Error::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        panels.push(study::panel(&net, &inputs, "random transformer", progress("random"))?);
+        if args.paths > 0 {
+            eprint!("\rpaths ...                         ");
+            paths = Some(study::path_study(&net, &inputs, args.paths, args.seed)?);
+        }
+    } else {
+        bail!("give --model M --text F, --random, or --bound");
+    }
+    eprintln!();
+    if let Some(p) = &args.plot {
+        plot_panels(
+            p,
+            "Relative residual per layer (mean ± std)",
+            &panels,
+        )?;
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "arch": arch_json,
+            "residual": "res(X) = X - 1x^T on the residual stream after each block; x = token mean (l1inf_mean, fro) or column median (l1inf_median)",
+            "panels": panels,
+            "paths": paths,
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        print!("{}", tables(&panels, paths.as_deref()));
+        if let Some(p) = &args.plot {
+            println!("plot: {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Text tables: per panel, layer × variant `mean ± std` of the `‖·‖₁,∞` ratio, then the last
+/// layer in all three measures, then the path table.
+pub fn tables(panels: &[Panel], paths: Option<&[PathRow]>) -> String {
+    let mut s = String::new();
+    for p in panels {
+        let _ = writeln!(
+            s,
+            "## {} ({} sequences x {} tokens): ||res(X_l)||_1,inf / ||X_l||_1,inf, mean-centred, mean ± std",
+            p.label, p.sequences, p.tokens
+        );
+        let _ = write!(s, "{:>5}", "layer");
+        for c in &p.curves {
+            let _ = write!(s, " {:>21}", c.variant.label());
+        }
+        let _ = writeln!(s);
+        let layers = p.curves.first().map_or(0, |c| c.l1inf_mean.mean.len());
+        for l in 0..layers {
+            let _ = write!(s, "{l:>5}");
+            for c in &p.curves {
+                let _ = write!(
+                    s,
+                    " {:>10.3e} ± {:>8.2e}",
+                    c.l1inf_mean.mean[l], c.l1inf_mean.std[l]
+                );
+            }
+            let _ = writeln!(s);
+        }
+        let _ = writeln!(s, "last layer: l1inf/mean, l1inf/median, Frobenius");
+        for c in &p.curves {
+            let last = |m: &crate::surgery::MeanStd| m.mean.last().copied().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "  {:<9} {:.3e}  {:.3e}  {:.3e}",
+                c.variant.label(),
+                last(&c.l1inf_mean),
+                last(&c.l1inf_median),
+                last(&c.fro)
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(rows) = paths {
+        let _ = writeln!(
+            s,
+            "## single-head attention paths of the full model: share C(L,k)H^k/(H+1)^L, residual of P_k...P_1 (median [q1, q3])"
+        );
+        let _ = writeln!(
+            s,
+            "{:>3} {:>10} {:>4}  {:>34}  {:>34}",
+            "k", "share", "n", "rank-1 (SVD) residual", "token-uniform residual"
+        );
+        for r in rows {
+            let _ = writeln!(
+                s,
+                "{:>3} {:>10.3e} {:>4}  {:>9.2e} [{:>9.2e}, {:>9.2e}]  {:>9.2e} [{:>9.2e}, {:>9.2e}]",
+                r.length,
+                r.share,
+                r.samples,
+                r.rank1.median,
+                r.rank1.q1,
+                r.rank1.q3,
+                r.token_uniform.median,
+                r.token_uniform.q1,
+                r.token_uniform.q3
+            );
+        }
+    }
+    s
+}
+
+fn run_bound(args: &RankArgs) -> Result<()> {
+    if args.instances == 0 || args.bound_depth == 0 || args.bound_tokens < 2 || args.bound_width == 0
+    {
+        bail!("the bound check needs instances, depth and width ≥ 1 and at least 2 tokens");
+    }
+    if args.gamma.is_nan() || args.gamma <= 0.0 {
+        bail!("--gamma must be positive, got {}", args.gamma);
+    }
+    let report = bound::check(&BoundConfig {
+        instances: args.instances,
+        depth: args.bound_depth,
+        tokens: args.bound_tokens,
+        width: args.bound_width,
+        gamma: args.gamma,
+        seed: args.seed,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", bound_table(&report));
+    }
+    Ok(())
+}
+
+/// The bound check as a text table.
+pub fn bound_table(r: &BoundReport) -> String {
+    let c = &r.config;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Theorem 2.2 on {} random single-head SANs (n = {} tokens, d = d_qk = {}, γ = {}); {} contract at layer 1",
+        c.instances, c.tokens, c.width, c.gamma, r.contracting
+    );
+    let _ = writeln!(
+        s,
+        "{:>5} {:>16} {:>16} {:>9} {:>10} {:>13} {:>15}",
+        "layer", "med log10 meas", "med log10 bound", "compared", "violations", "step compared", "step violations"
+    );
+    for row in &r.rows {
+        let _ = writeln!(
+            s,
+            "{:>5} {:>16.2} {:>16.2} {:>9} {:>10} {:>13} {:>15}",
+            row.layer,
+            row.median_log10_measured,
+            row.median_log10_bound,
+            row.compared,
+            row.violations,
+            row.step_compared,
+            row.step_violations
+        );
+    }
+    let _ = writeln!(
+        s,
+        "total: {} comparisons above the f64 floor, {} violations; min log10(bound/measured) = {:.2}; smallest γ that holds everywhere = {:.3e}",
+        r.compared, r.violations, r.min_log10_slack, r.gamma_needed
+    );
+    s
+}
+
+/// The share of paths of every length, for a shape (`ferrite rank` prints it with `--json`).
+pub fn path_shares(n_layer: usize, n_head: usize) -> Vec<f64> {
+    (0..=n_layer).map(|k| path_share(n_layer, n_head, k)).collect()
+}
