@@ -214,8 +214,8 @@ pub fn check(config: &BoundConfig) -> BoundReport {
                 }
                 // γ needed: solve (p−1)/2·(log_c − log γ + log γ') + p·log r0 = log r.
                 if p > 1.0 && r > 0.0 {
-                    let g = (log_r - p * r0.log10()) / ((p - 1.0) / 2.0) - log_c
-                        + config.gamma.log10();
+                    let g =
+                        (log_r - p * r0.log10()) / ((p - 1.0) / 2.0) - log_c + config.gamma.log10();
                     log_gamma_needed = log_gamma_needed.max(g);
                 }
             }

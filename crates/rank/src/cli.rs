@@ -150,7 +150,12 @@ pub fn run(args: RankArgs) -> Result<()> {
                 .iter()
                 .map(|w| study::random_embedding(w, random.arch.hidden, args.init_std, args.seed))
                 .collect::<Result<Vec<_>>>()?;
-            panels.push(study::panel(&random, &inputs, "at initialisation", progress("init"))?);
+            panels.push(study::panel(
+                &random,
+                &inputs,
+                "at initialisation",
+                progress("init"),
+            )?);
         }
         if args.init != Init::Random {
             let dev = loaded.model.device().clone();
@@ -196,7 +201,12 @@ pub fn run(args: RankArgs) -> Result<()> {
                 .map_err(anyhow::Error::from)
             })
             .collect::<Result<Vec<_>>>()?;
-        panels.push(study::panel(&net, &inputs, "random transformer", progress("random"))?);
+        panels.push(study::panel(
+            &net,
+            &inputs,
+            "random transformer",
+            progress("random"),
+        )?);
         if args.paths > 0 {
             eprint!("\rpaths ...                         ");
             paths = Some(study::path_study(&net, &inputs, args.paths, args.seed)?);
@@ -206,11 +216,7 @@ pub fn run(args: RankArgs) -> Result<()> {
     }
     eprintln!();
     if let Some(p) = &args.plot {
-        plot_panels(
-            p,
-            "Relative residual per layer (mean ± std)",
-            &panels,
-        )?;
+        plot_panels(p, "Relative residual per layer (mean ± std)", &panels)?;
     }
     if args.json {
         let v = serde_json::json!({
@@ -300,7 +306,10 @@ pub fn tables(panels: &[Panel], paths: Option<&[PathRow]>) -> String {
 }
 
 fn run_bound(args: &RankArgs) -> Result<()> {
-    if args.instances == 0 || args.bound_depth == 0 || args.bound_tokens < 2 || args.bound_width == 0
+    if args.instances == 0
+        || args.bound_depth == 0
+        || args.bound_tokens < 2
+        || args.bound_width == 0
     {
         bail!("the bound check needs instances, depth and width ≥ 1 and at least 2 tokens");
     }
@@ -335,7 +344,13 @@ pub fn bound_table(r: &BoundReport) -> String {
     let _ = writeln!(
         s,
         "{:>5} {:>16} {:>16} {:>9} {:>10} {:>13} {:>15}",
-        "layer", "med log10 meas", "med log10 bound", "compared", "violations", "step compared", "step violations"
+        "layer",
+        "med log10 meas",
+        "med log10 bound",
+        "compared",
+        "violations",
+        "step compared",
+        "step violations"
     );
     for row in &r.rows {
         let _ = writeln!(
@@ -360,5 +375,7 @@ pub fn bound_table(r: &BoundReport) -> String {
 
 /// The share of paths of every length, for a shape (`ferrite rank` prints it with `--json`).
 pub fn path_shares(n_layer: usize, n_head: usize) -> Vec<f64> {
-    (0..=n_layer).map(|k| path_share(n_layer, n_head, k)).collect()
+    (0..=n_layer)
+        .map(|k| path_share(n_layer, n_head, k))
+        .collect()
 }

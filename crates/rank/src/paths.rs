@@ -157,7 +157,13 @@ mod tests {
         let p = chained_product(&[a0.clone(), a1], &path)?;
         let r = path_residual(&p);
         assert!(r.rank1 < 1e-12 && r.token_uniform < 1e-12, "{r:?}");
-        let i = chained_product(&[a0], &Path { layers: vec![0], heads: vec![0] })?;
+        let i = chained_product(
+            &[a0],
+            &Path {
+                layers: vec![0],
+                heads: vec![0],
+            },
+        )?;
         assert!(path_residual(&i).token_uniform > 0.4);
         Ok(())
     }

@@ -87,7 +87,10 @@ fn draw(tmp: &Path, title: &str, panels: &[Panel]) -> Result<()> {
             chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
             chart
                 .draw_series(LineSeries::new(
-                    m.mean.iter().enumerate().map(|(l, &v)| (l as f64, clamp(v))),
+                    m.mean
+                        .iter()
+                        .enumerate()
+                        .map(|(l, &v)| (l as f64, clamp(v))),
                     color.stroke_width(2),
                 ))?
                 .label(c.variant.label())

@@ -71,10 +71,7 @@ impl Mat {
     /// A 2-D tensor (any float dtype) as a matrix.
     pub fn from_tensor(t: &Tensor) -> Result<Self> {
         let (rows, cols) = t.dims2()?;
-        let data = t
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
+        let data = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
         Self::new(rows, cols, data)
     }
 

@@ -248,14 +248,9 @@ impl Net {
                 },
             });
         }
-        let rope = arch.rope_theta.map(|theta| {
-            Rope::new(
-                theta,
-                hd,
-                ferrite_llm::config::RopeStyle::HalfSplit,
-                &dev,
-            )
-        });
+        let rope = arch
+            .rope_theta
+            .map(|theta| Rope::new(theta, hd, ferrite_llm::config::RopeStyle::HalfSplit, &dev));
         Ok(Self { arch, layers, rope })
     }
 
@@ -379,9 +374,7 @@ impl MeanStd {
             .map(|l| rows.iter().map(|r| r[l]).sum::<f64>() / n)
             .collect();
         let std = (0..layers)
-            .map(|l| {
-                (rows.iter().map(|r| (r[l] - mean[l]).powi(2)).sum::<f64>() / n).sqrt()
-            })
+            .map(|l| (rows.iter().map(|r| (r[l] - mean[l]).powi(2)).sum::<f64>() / n).sqrt())
             .collect();
         Self { mean, std }
     }

@@ -30,8 +30,15 @@ fn smollm2_san_collapses_and_skip_prevents_it() -> Result<()> {
         let c = p.curves.iter().find(|c| c.variant == v).expect("variant");
         *c.l1inf_mean.mean.last().expect("layers")
     };
-    let (san, skip, full) = (last(Variant::San), last(Variant::SanSkip), last(Variant::Full));
+    let (san, skip, full) = (
+        last(Variant::San),
+        last(Variant::SanSkip),
+        last(Variant::Full),
+    );
     assert!(san < 1e-2, "SAN last-layer residual {san}");
-    assert!(skip > 10.0 * san && full > 10.0 * san, "skip {skip}, full {full}, SAN {san}");
+    assert!(
+        skip > 10.0 * san && full > 10.0 * san,
+        "skip {skip}, full {full}, SAN {san}"
+    );
     Ok(())
 }
