@@ -226,6 +226,16 @@ impl std::fmt::Display for ComputeDType {
     }
 }
 
+/// Loads a tensor the model cannot do without.
+fn required(
+    source: &mut dyn crate::weights::WeightSource,
+    role: crate::weights::TensorRole,
+) -> Result<crate::weights::StoredTensor> {
+    source
+        .load(role)?
+        .with_context(|| format!("model file lacks the tensor for {role:?}"))
+}
+
 /// A llama-family causal language model.
 #[derive(Debug, Clone)]
 pub struct Llama {
@@ -255,11 +265,6 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         use crate::weights::{StoredTensor, TensorRole as R};
-        let mut get = |role: R| -> Result<StoredTensor> {
-            source
-                .load(role)?
-                .with_context(|| format!("model file lacks the tensor for {role:?}"))
-        };
         let linear = |t: StoredTensor| -> Result<Linear> {
             match (t, dtype) {
                 (StoredTensor::Quantized(q), ComputeDType::Quantized) => Linear::quantized(q),
@@ -275,28 +280,26 @@ impl Llama {
         let mut blocks = Vec::with_capacity(config.n_layer);
         for l in 0..config.n_layer {
             blocks.push(Block {
-                attn_norm: norm(get(R::AttnNorm(l))?)?,
+                attn_norm: norm(required(source, R::AttnNorm(l))?)?,
                 attn: Attention {
-                    q: linear(get(R::Q(l))?)?,
-                    k: linear(get(R::K(l))?)?,
-                    v: linear(get(R::V(l))?)?,
-                    o: linear(get(R::O(l))?)?,
+                    q: linear(required(source, R::Q(l))?)?,
+                    k: linear(required(source, R::K(l))?)?,
+                    v: linear(required(source, R::V(l))?)?,
+                    o: linear(required(source, R::O(l))?)?,
                     n_head: config.n_head,
                     n_kv_head: config.n_kv_head,
                     head_dim: config.head_dim,
                 },
-                ffn_norm: norm(get(R::FfnNorm(l))?)?,
+                ffn_norm: norm(required(source, R::FfnNorm(l))?)?,
                 mlp: Mlp {
-                    gate: linear(get(R::Gate(l))?)?,
-                    up: linear(get(R::Up(l))?)?,
-                    down: linear(get(R::Down(l))?)?,
+                    gate: linear(required(source, R::Gate(l))?)?,
+                    up: linear(required(source, R::Up(l))?)?,
+                    down: linear(required(source, R::Down(l))?)?,
                 },
             });
         }
-        let embd = get(R::TokenEmbedding)?;
-        let output = get(R::Output).ok();
-        let output_norm = get(R::OutputNorm)?;
-        let lm_head = match output {
+        let embd = required(source, R::TokenEmbedding)?;
+        let lm_head = match source.load(R::Output)? {
             Some(t) => linear(t)?,
             None => linear(embd.clone())?,
         };
@@ -323,7 +326,7 @@ impl Llama {
                 config.rope_style,
                 device,
             ),
-            norm: norm(output_norm)?,
+            norm: norm(required(source, R::OutputNorm)?)?,
             config,
             embedding,
             blocks,
