@@ -49,8 +49,8 @@ impl SanLayer {
             let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v * scale));
             let e: Vec<f64> = row.iter().map(|&v| (v * scale - m).exp()).collect();
             let z: f64 = e.iter().sum();
-            for j in 0..n {
-                a.data[i * n + j] = e[j] / z;
+            for (dst, ej) in a.data[i * n..(i + 1) * n].iter_mut().zip(&e) {
+                *dst = ej / z;
             }
         }
         a.matmul(x)

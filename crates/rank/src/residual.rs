@@ -281,9 +281,9 @@ pub fn rank1_approx(x: &Mat) -> Mat {
         *ui = x.row(i).iter().zip(&v).map(|(a, b)| a * b).sum();
     }
     let mut out = Mat::zeros(n, d);
-    for i in 0..n {
-        for j in 0..d {
-            out.data[i * d + j] = u[i] * v[j];
+    for (row, ui) in out.data.chunks_mut(d).zip(&u) {
+        for (dst, vj) in row.iter_mut().zip(&v) {
+            *dst = ui * vj;
         }
     }
     out
