@@ -18,6 +18,8 @@ pub struct DecodeParams {
     pub sampling: SamplingParams,
     /// Stop sequences (not included in the output).
     pub stop: Vec<String>,
+    /// Do not stop on end-of-sequence tokens.
+    pub ignore_eos: bool,
 }
 
 /// Why decoding ended.
@@ -115,7 +117,7 @@ pub fn decode(
         let next = sampler.sample(&mut logits, &history);
         history.push(next);
         outcome.last_token = Some(next);
-        if tokenizer.stop_ids.contains(&next) {
+        if !params.ignore_eos && tokenizer.stop_ids.contains(&next) {
             outcome.ended_by_stop_token = true;
             outcome.finish = Finish::Stop;
             break;

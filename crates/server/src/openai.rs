@@ -101,6 +101,9 @@ pub struct Request {
     pub top_k: Option<u32>,
     /// CTRL repetition penalty (extension; 1 = off).
     pub repetition_penalty: Option<f32>,
+    /// Keep generating past end-of-sequence tokens, up to `max_tokens` (extension, as
+    /// llama.cpp's server; for benchmarks and tests).
+    pub ignore_eos: Option<bool>,
     /// Accepted for compatibility and ignored.
     pub frequency_penalty: Option<f32>,
     /// Accepted for compatibility and ignored.

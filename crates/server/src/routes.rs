@@ -170,6 +170,7 @@ fn decode_params(req: &Request, st: &AppState) -> Result<DecodeParams, ApiError>
             ..Default::default()
         },
         stop,
+        ignore_eos: req.ignore_eos.unwrap_or(false),
     })
 }
 

@@ -23,6 +23,9 @@ struct Slot {
     last_used: Instant,
 }
 
+/// A checked-out session: its lease, its cache and the pending tokens of the previous turn.
+pub type CheckedOut = (SessionLease, Box<dyn KvCache>, Vec<u32>);
+
 /// The table of live sessions.
 pub struct SessionStore {
     slots: Mutex<HashMap<String, Slot>>,
@@ -71,7 +74,7 @@ impl SessionStore {
         kv: Option<&str>,
         default_kv: &str,
         factory: &KvFactory,
-    ) -> Result<(SessionLease, Box<dyn KvCache>, Vec<u32>), ApiError> {
+    ) -> Result<CheckedOut, ApiError> {
         if id.is_empty() || id.len() > 128 {
             return Err(ApiError::invalid(
                 "`session` must be 1 to 128 characters",

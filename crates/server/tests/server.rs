@@ -313,6 +313,8 @@ fn long_body(session: Option<&str>) -> Value {
     b["stream"] = json!(true);
     b["kv"] = json!("sink:4+28");
     b["temperature"] = json!(1.0);
+    // a random tiny model samples EOS now and then: keep going so only cancellation ends it
+    b["ignore_eos"] = json!(true);
     if let Some(id) = session {
         b["session"] = json!(id);
     }
