@@ -32,6 +32,21 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `ferrite chat` on `model` with `-n max_tokens`, feeding `input` on stdin.
+fn chat(model: &Path, max_tokens: &str, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["chat", "--model", s(model), "-n", max_tokens])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn bad_model_files() {
     let dir = temp_dir("cli-bad-model");
@@ -135,7 +150,6 @@ fn generate_json_reports_speed_and_kv_bytes() {
 
 #[test]
 fn chat_keeps_history_across_rounds() {
-    use std::io::Write;
     let dir = temp_dir("cli-chat");
     let model = write_gguf(
         &dir.join("m.gguf"),
@@ -146,20 +160,7 @@ fn chat_keeps_history_across_rounds() {
         GgmlDType::Q8_0,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["chat", "--model", s(&model), "-n", "4"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello\nthe cat\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = chat(&model, "4", b"hello\nthe cat\n");
     assert!(
         out.status.success(),
         "{}",
@@ -179,7 +180,6 @@ fn chat_keeps_history_across_rounds() {
 
 #[test]
 fn chat_says_when_the_context_is_full() {
-    use std::io::Write;
     let dir = temp_dir("cli-chat-full");
     let model = write_gguf(
         &dir.join("m.gguf"),
@@ -190,20 +190,7 @@ fn chat_says_when_the_context_is_full() {
         GgmlDType::Q8_0,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(["chat", "--model", s(&model), "-n", "8"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("the cat sat\n".repeat(6).as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = chat(&model, "8", "the cat sat\n".repeat(6).as_bytes());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("context is full"), "{err}");
