@@ -536,17 +536,11 @@ impl KvCache for GearCache {
     }
 
     fn begin_step(&mut self, n_new: usize) -> Result<Vec<usize>> {
-        if self.next_position + n_new > self.max_tokens {
-            bail!(
-                "context is full: {} cached + {} new tokens exceed the context of {} tokens",
-                self.next_position,
-                n_new,
-                self.max_tokens
-            );
-        }
-        let start = self.next_position;
-        self.next_position += n_new;
-        Ok((start..start + n_new).collect())
+        ferrite_llm::kv_cache::append_text_positions(
+            &mut self.next_position,
+            n_new,
+            self.max_tokens,
+        )
     }
 
     fn update(

@@ -73,6 +73,24 @@ pub trait KvCache: Send {
     fn reset(&mut self);
 }
 
+/// Positions for a policy that never evicts: the next `n_new` text positions after
+/// `*next_position`, advancing it; refuses to go past `max_tokens` (the context is full).
+pub fn append_text_positions(
+    next_position: &mut usize,
+    n_new: usize,
+    max_tokens: usize,
+) -> Result<Vec<usize>> {
+    if *next_position + n_new > max_tokens {
+        bail!(
+            "context is full: {} cached + {n_new} new tokens exceed the context of {max_tokens} tokens",
+            *next_position
+        );
+    }
+    let start = *next_position;
+    *next_position += n_new;
+    Ok((start..start + n_new).collect())
+}
+
 /// Growable `[n_kv_head, capacity, head_dim]` f32 buffer, extended in whole chunks so that
 /// appending a token is an in-place write (no `cat` of the whole history every step).
 #[derive(Debug)]
@@ -184,17 +202,7 @@ impl KvCache for FullCache {
     }
 
     fn begin_step(&mut self, n_new: usize) -> Result<Vec<usize>> {
-        if self.next_position + n_new > self.max_tokens {
-            bail!(
-                "context is full: {} cached + {} new tokens exceed the context of {} tokens",
-                self.next_position,
-                n_new,
-                self.max_tokens
-            );
-        }
-        let start = self.next_position;
-        self.next_position += n_new;
-        Ok((start..start + n_new).collect())
+        append_text_positions(&mut self.next_position, n_new, self.max_tokens)
     }
 
     fn update(
