@@ -396,8 +396,7 @@ pub struct GearCache {
     stores: Vec<CompressedStore>,
     n_kv_head: usize,
     head_dim: usize,
-    max_tokens: usize,
-    next_position: usize,
+    positions: ferrite_llm::kv_cache::TextPositions,
     scratch: Option<(Tensor, Tensor)>,
 }
 
@@ -425,8 +424,7 @@ impl GearCache {
             stores,
             n_kv_head: geometry.n_kv_head,
             head_dim: geometry.head_dim,
-            max_tokens: geometry.max_tokens,
-            next_position: 0,
+            positions: ferrite_llm::kv_cache::TextPositions::new(geometry.max_tokens),
             scratch: None,
         })
     }
@@ -456,7 +454,7 @@ impl GearCache {
     /// Bytes an f16 cache would hold for the same tokens: `2 · n_layer · L · n_kv_head ·
     /// head_dim · 2`.
     pub fn f16_bytes(&self) -> usize {
-        2 * self.stores.len() * self.next_position * self.n_kv_head * self.head_dim * 2
+        2 * self.stores.len() * self.positions.len() * self.n_kv_head * self.head_dim * 2
     }
 
     /// GEAR's "average KV size": stored bytes over the bytes of the same cache in f16.
@@ -536,11 +534,7 @@ impl KvCache for GearCache {
     }
 
     fn begin_step(&mut self, n_new: usize) -> Result<Vec<usize>> {
-        ferrite_llm::kv_cache::append_text_positions(
-            &mut self.next_position,
-            n_new,
-            self.max_tokens,
-        )
+        self.positions.append(n_new)
     }
 
     fn update(
@@ -578,15 +572,15 @@ impl KvCache for GearCache {
     }
 
     fn len(&self) -> usize {
-        self.next_position
+        self.positions.len()
     }
 
     fn capacity(&self) -> usize {
-        self.max_tokens
+        self.positions.capacity()
     }
 
     fn remaining(&self) -> Option<usize> {
-        Some(self.max_tokens - self.next_position)
+        Some(self.positions.remaining())
     }
 
     fn heap_bytes(&self) -> usize {
@@ -595,7 +589,7 @@ impl KvCache for GearCache {
 
     fn reset(&mut self) {
         self.stores.iter_mut().for_each(CompressedStore::clear);
-        self.next_position = 0;
+        self.positions.reset();
     }
 }
 

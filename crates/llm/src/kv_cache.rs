@@ -73,22 +73,62 @@ pub trait KvCache: Send {
     fn reset(&mut self);
 }
 
-/// Positions for a policy that never evicts: the next `n_new` text positions after
-/// `*next_position`, advancing it; refuses to go past `max_tokens` (the context is full).
-pub fn append_text_positions(
-    next_position: &mut usize,
-    n_new: usize,
+/// Text positions of a policy that never evicts: token `i` sits at position `i`, up to the
+/// model's context. Full and compressed stores share it for `begin_step`, `len`, `capacity`
+/// and `remaining`.
+#[derive(Debug, Clone)]
+pub struct TextPositions {
+    next: usize,
     max_tokens: usize,
-) -> Result<Vec<usize>> {
-    if *next_position + n_new > max_tokens {
-        bail!(
-            "context is full: {} cached + {n_new} new tokens exceed the context of {max_tokens} tokens",
-            *next_position
-        );
+}
+
+impl TextPositions {
+    /// No token yet, at most `max_tokens`.
+    pub fn new(max_tokens: usize) -> Self {
+        Self {
+            next: 0,
+            max_tokens,
+        }
     }
-    let start = *next_position;
-    *next_position += n_new;
-    Ok((start..start + n_new).collect())
+
+    /// The next `n_new` positions; refuses to go past the context (the context is full).
+    pub fn append(&mut self, n_new: usize) -> Result<Vec<usize>> {
+        if self.next + n_new > self.max_tokens {
+            bail!(
+                "context is full: {} cached + {n_new} new tokens exceed the context of {} tokens",
+                self.next,
+                self.max_tokens
+            );
+        }
+        let start = self.next;
+        self.next += n_new;
+        Ok((start..start + n_new).collect())
+    }
+
+    /// Tokens placed so far.
+    pub fn len(&self) -> usize {
+        self.next
+    }
+
+    /// Whether no token is placed.
+    pub fn is_empty(&self) -> bool {
+        self.next == 0
+    }
+
+    /// The context length.
+    pub fn capacity(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Tokens that still fit.
+    pub fn remaining(&self) -> usize {
+        self.max_tokens - self.next
+    }
+
+    /// Back to position 0.
+    pub fn reset(&mut self) {
+        self.next = 0;
+    }
 }
 
 /// Growable `[n_kv_head, capacity, head_dim]` f32 buffer, extended in whole chunks so that
@@ -172,8 +212,7 @@ impl ChunkedBuffer {
 pub struct FullCache {
     keys: Vec<ChunkedBuffer>,
     values: Vec<ChunkedBuffer>,
-    max_tokens: usize,
-    next_position: usize,
+    positions: TextPositions,
 }
 
 /// Tokens added to a [`FullCache`] layer's allocation at a time.
@@ -190,8 +229,7 @@ impl FullCache {
         Self {
             keys: buffers(),
             values: buffers(),
-            max_tokens: geometry.max_tokens,
-            next_position: 0,
+            positions: TextPositions::new(geometry.max_tokens),
         }
     }
 }
@@ -202,7 +240,7 @@ impl KvCache for FullCache {
     }
 
     fn begin_step(&mut self, n_new: usize) -> Result<Vec<usize>> {
-        append_text_positions(&mut self.next_position, n_new, self.max_tokens)
+        self.positions.append(n_new)
     }
 
     fn update(
@@ -217,15 +255,15 @@ impl KvCache for FullCache {
     }
 
     fn len(&self) -> usize {
-        self.next_position
+        self.positions.len()
     }
 
     fn capacity(&self) -> usize {
-        self.max_tokens
+        self.positions.capacity()
     }
 
     fn remaining(&self) -> Option<usize> {
-        Some(self.max_tokens - self.next_position)
+        Some(self.positions.remaining())
     }
 
     fn heap_bytes(&self) -> usize {
@@ -239,7 +277,7 @@ impl KvCache for FullCache {
     fn reset(&mut self) {
         self.keys.iter_mut().for_each(ChunkedBuffer::free);
         self.values.iter_mut().for_each(ChunkedBuffer::free);
-        self.next_position = 0;
+        self.positions.reset();
     }
 }
 
