@@ -11,10 +11,12 @@
 //! Everything runs in `f64`; bounds are compared in log₁₀ (they reach 10⁻¹⁰⁰ within a few
 //! layers) and only where the bound lies above the `f64` rounding floor of the measurement
 //! (`1e-12·‖X_l‖₁,∞`), since below it a measured residual is rounding noise, not signal.
-//! `res` uses the smaller of the mean- and median-centred residuals (both upper-bound the
-//! argmin the theorem is stated with).
+//! The theorem is stated with the argmin centre, which has no closed form; so the check is made
+//! conservative on both sides with [`argmin_residual`]: the measured left side is the attained
+//! upper end (the better of the mean and median centres), and the bound's `‖res(X)‖₁,∞` is the
+//! certified lower end, which can only make the bound smaller.
 
-use crate::residual::{res, Centering, Mat};
+use crate::residual::{argmin_residual, Mat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -57,13 +59,6 @@ impl SanLayer {
             .and_then(|ax| ax.matmul(&self.w_v))
             .expect("shapes checked above")
     }
-}
-
-/// `‖res(X)‖₁,∞` with the better of the two closed-form centres.
-pub fn res_norm(x: &Mat) -> f64 {
-    res(x, Centering::Mean)
-        .norm_1_inf()
-        .min(res(x, Centering::Median).norm_1_inf())
 }
 
 /// Settings of the random instances.
@@ -115,6 +110,21 @@ pub struct DepthRow {
     pub step_violations: usize,
 }
 
+/// One instance's curves over depth (`log₁₀`, layers `1..=L`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceTrace {
+    /// `log₁₀` of the input's certified lower `‖res(X)‖₁,∞`.
+    pub log10_res_input: f64,
+    /// `log₁₀(4γβ/√d_qk)`.
+    pub log10_c: f64,
+    /// Measured `log₁₀ ‖res(SAN_l(X))‖₁,∞` (upper end; `log₁₀` of the smallest f64 when 0).
+    pub log10_measured: Vec<f64>,
+    /// `log₁₀` of the Theorem 2.2 bound.
+    pub log10_bound: Vec<f64>,
+    /// Whether the layer's comparison was made (bound above the rounding floor).
+    pub compared: Vec<bool>,
+}
+
 /// The whole check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BoundReport {
@@ -132,6 +142,8 @@ pub struct BoundReport {
     pub gamma_needed: f64,
     /// Instances whose bound contracts at the first layer (`4γβ/√d·‖res(X)‖² < 1`).
     pub contracting: usize,
+    /// Every instance's curves.
+    pub instances: Vec<InstanceTrace>,
 }
 
 /// `n` draws of `N(0, std²)`.
@@ -168,6 +180,7 @@ pub fn check(config: &BoundConfig) -> BoundReport {
     let (mut compared, mut violations, mut contracting) = (0, 0, 0);
     let mut min_slack = f64::INFINITY;
     let mut log_gamma_needed = f64::NEG_INFINITY;
+    let mut traces = Vec::with_capacity(config.instances);
     for _ in 0..config.instances {
         let s_x = 10f64.powf(rng.gen_range(-1.5..0.5));
         let s_w = 10f64.powf(rng.gen_range(-1.0..1.0));
@@ -186,24 +199,36 @@ pub fn check(config: &BoundConfig) -> BoundReport {
             .collect();
         let beta = layers.iter().map(SanLayer::beta).fold(0.0, f64::max);
         let log_c = (4.0 * config.gamma * beta / (d as f64).sqrt()).log10();
-        let r0 = res_norm(&x);
+        let r0 = argmin_residual(&x).lower;
         if r0 == 0.0 {
             continue;
         }
+        let mut trace = InstanceTrace {
+            log10_res_input: r0.log10(),
+            log10_c: log_c,
+            log10_measured: Vec::with_capacity(depth),
+            log10_bound: Vec::with_capacity(depth),
+            compared: Vec::with_capacity(depth),
+        };
         if log_c + 2.0 * r0.log10() < 0.0 {
             contracting += 1;
         }
         let mut prev = r0;
         for (l, layer) in layers.iter().enumerate() {
             x = layer.forward(&x);
-            let r = res_norm(&x);
+            let bracket = argmin_residual(&x);
+            let r = bracket.upper;
             let floor = 1e-12 * x.norm_1_inf();
             let p = 3f64.powi(l as i32 + 1);
             let log_bound = (p - 1.0) / 2.0 * log_c + p * r0.log10();
             let log_r = r.max(f64::MIN_POSITIVE).log10();
             measured[l].push(log_r);
             bounds[l].push(log_bound);
-            if log_bound > floor.max(f64::MIN_POSITIVE).log10() {
+            let tested = log_bound > floor.max(f64::MIN_POSITIVE).log10();
+            trace.log10_measured.push(log_r);
+            trace.log10_bound.push(log_bound);
+            trace.compared.push(tested);
+            if tested {
                 rows[l].compared += 1;
                 compared += 1;
                 let slack = log_bound - log_r;
@@ -226,8 +251,9 @@ pub fn check(config: &BoundConfig) -> BoundReport {
                     rows[l].step_violations += 1;
                 }
             }
-            prev = r;
+            prev = bracket.lower;
         }
+        traces.push(trace);
     }
     let median = |v: &mut Vec<f64>| -> f64 {
         v.sort_by(f64::total_cmp);
@@ -245,6 +271,7 @@ pub fn check(config: &BoundConfig) -> BoundReport {
         min_log10_slack: min_slack,
         gamma_needed: 10f64.powf(log_gamma_needed),
         contracting,
+        instances: traces,
     }
 }
 
@@ -261,8 +288,8 @@ mod tests {
             w_v: Mat::from_rows(&[vec![1.0, -1.0], vec![2.0, 0.5]]).unwrap(),
             d_qk: 2,
         };
-        assert!(res_norm(&layer.forward(&x)) < 1e-12);
-        assert!(res_norm(&x) > 1.0);
+        assert!(argmin_residual(&layer.forward(&x)).upper < 1e-12);
+        assert!(argmin_residual(&x).lower > 1.0);
     }
 
     #[test]

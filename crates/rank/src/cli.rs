@@ -2,19 +2,20 @@
 //! need: pure attention loses rank doubly exponentially with depth", from the command line.
 //!
 //! - `--model M --text F`: Figure 2 on the model (pretrained) and on the same architecture
-//!   re-initialised (`--init both`, the default), plus sampled attention paths;
+//!   re-initialised (`--init both`, the default), plus attention paths sampled from both;
 //! - `--random`: Figure 2 on a random transformer of the given shape, inputs `N(0, std²)`;
 //! - `--bound`: the Theorem 2.2 check on random single-head SANs.
 
 use crate::bound::{self, BoundConfig, BoundReport};
 use crate::paths::path_share;
-use crate::plot::plot_panels;
-use crate::study::{self, Panel, PathRow};
+use crate::plot::{check_plot_path, plot_bound, plot_panels, plot_paths};
+use crate::study::{self, Panel};
 use crate::surgery::{normal, Arch, Net, Variant};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use ferrite_llm::{load_model, ComputeDType};
+use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::fmt::Write as _;
@@ -101,9 +102,14 @@ pub struct RankArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Write the Figure 2 plot (PNG) here.
+    /// Write the plot (PNG) here: Figure 2 (per-layer residual), or with --bound measured vs
+    /// bound over depth.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write the path-study plot (PNG) here: share of paths per length and the residual of
+    /// sampled chained-attention products.
+    #[arg(long)]
+    pub paths_plot: Option<PathBuf>,
 }
 
 /// Runs `ferrite rank`.
@@ -114,13 +120,30 @@ pub fn run(args: RankArgs) -> Result<()> {
     if args.seqs == 0 || args.len < 2 {
         bail!("--seqs must be at least 1 and --len at least 2");
     }
+    if args.paths_plot.is_some() && args.paths == 0 {
+        bail!("--paths-plot needs --paths at least 1");
+    }
+    for p in [&args.plot, &args.paths_plot].into_iter().flatten() {
+        check_plot_path(p)?;
+    }
     let mut panels = Vec::new();
-    let mut paths = None;
     let arch_json: Option<serde_json::Value>;
+    // One pass per (model state, variant, sequence).
+    let states = match (&args.model, args.init) {
+        (Some(_), Init::Both) => 2,
+        _ => 1,
+    };
+    let bar = ProgressBar::new((states * Variant::ALL.len() * args.seqs) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} passes eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     let progress = |label: &str| {
-        let label = label.to_string();
-        move |v: Variant, i: usize| {
-            eprint!("\r{label}: {} sequence {}   ", v.label(), i + 1);
+        let (label, bar) = (label.to_string(), bar.clone());
+        move |v: Variant, _i: usize| {
+            bar.set_message(format!("{label} {}", v.label()));
+            bar.inc(1);
         }
     };
     if let Some(model_path) = &args.model {
@@ -154,6 +177,8 @@ pub fn run(args: RankArgs) -> Result<()> {
                 &random,
                 &inputs,
                 "at initialisation",
+                args.paths,
+                args.seed,
                 progress("init"),
             )?);
         }
@@ -170,11 +195,14 @@ pub fn run(args: RankArgs) -> Result<()> {
                     |f| f.to_string_lossy().into_owned()
                 )
             );
-            panels.push(study::panel(&net, &inputs, &label, progress("pretrained"))?);
-            if args.paths > 0 {
-                eprint!("\rpaths ...                         ");
-                paths = Some(study::path_study(&net, &inputs, args.paths, args.seed)?);
-            }
+            panels.push(study::panel(
+                &net,
+                &inputs,
+                &label,
+                args.paths,
+                args.seed,
+                progress("pretrained"),
+            )?);
         }
     } else if args.random {
         let arch = Arch {
@@ -201,34 +229,46 @@ pub fn run(args: RankArgs) -> Result<()> {
                 .map_err(anyhow::Error::from)
             })
             .collect::<Result<Vec<_>>>()?;
+        let label = format!(
+            "random {} (d={}, H={}, L={})",
+            if args.bidirectional {
+                "bidirectional"
+            } else {
+                "causal+RoPE"
+            },
+            args.width,
+            args.heads,
+            args.layers
+        );
         panels.push(study::panel(
             &net,
             &inputs,
-            "random transformer",
+            &label,
+            args.paths,
+            args.seed,
             progress("random"),
         )?);
-        if args.paths > 0 {
-            eprint!("\rpaths ...                         ");
-            paths = Some(study::path_study(&net, &inputs, args.paths, args.seed)?);
-        }
     } else {
         bail!("give --model M --text F, --random, or --bound");
     }
-    eprintln!();
+    bar.finish_and_clear();
     if let Some(p) = &args.plot {
         plot_panels(p, "Relative residual per layer (mean ± std)", &panels)?;
+    }
+    if let Some(p) = &args.paths_plot {
+        plot_paths(p, &panels)?;
     }
     if args.json {
         let v = serde_json::json!({
             "arch": arch_json,
-            "residual": "res(X) = X - 1x^T on the residual stream after each block; x = token mean (l1inf_mean, fro) or column median (l1inf_median)",
+            "residual": "res(X) = X - 1x^T on the residual stream after each block; x = token mean (l1inf_mean, fro), column median (l1inf_median), or the paper's argmin of ||X - 1x^T||_1,inf, bracketed by a certified lower end and an attained upper end (l1inf_argmin_lower, l1inf_argmin_upper)",
+            "path_shares": panels.first().map(|p| path_shares(p.n_layer, p.n_head)),
             "panels": panels,
-            "paths": paths,
         });
         println!("{}", serde_json::to_string(&v)?);
     } else {
-        print!("{}", tables(&panels, paths.as_deref()));
-        if let Some(p) = &args.plot {
+        print!("{}", tables(&panels));
+        for p in [&args.plot, &args.paths_plot].into_iter().flatten() {
             println!("plot: {}", p.display());
         }
     }
@@ -236,8 +276,8 @@ pub fn run(args: RankArgs) -> Result<()> {
 }
 
 /// Text tables: per panel, layer × variant `mean ± std` of the `‖·‖₁,∞` ratio, then the last
-/// layer in all three measures, then the path table.
-pub fn tables(panels: &[Panel], paths: Option<&[PathRow]>) -> String {
+/// layer in every measure, then the path table.
+pub fn tables(panels: &[Panel]) -> String {
     let mut s = String::new();
     for p in panels {
         let _ = writeln!(
@@ -262,24 +302,32 @@ pub fn tables(panels: &[Panel], paths: Option<&[PathRow]>) -> String {
             }
             let _ = writeln!(s);
         }
-        let _ = writeln!(s, "last layer: l1inf/mean, l1inf/median, Frobenius");
+        let _ = writeln!(
+            s,
+            "last layer: l1inf/mean, l1inf/median, l1inf/argmin in [lower, upper], Frobenius"
+        );
         for c in &p.curves {
             let last = |m: &crate::surgery::MeanStd| m.mean.last().copied().unwrap_or(f64::NAN);
             let _ = writeln!(
                 s,
-                "  {:<9} {:.3e}  {:.3e}  {:.3e}",
+                "  {:<9} {:.3e}  {:.3e}  [{:.3e}, {:.3e}]  {:.3e}",
                 c.variant.label(),
                 last(&c.l1inf_mean),
                 last(&c.l1inf_median),
+                last(&c.l1inf_argmin_lower),
+                last(&c.l1inf_argmin_upper),
                 last(&c.fro)
             );
         }
         let _ = writeln!(s);
-    }
-    if let Some(rows) = paths {
+        if p.paths.is_empty() {
+            continue;
+        }
+        let rows = &p.paths;
         let _ = writeln!(
             s,
-            "## single-head attention paths of the full model: share C(L,k)H^k/(H+1)^L, residual of P_k...P_1 (median [q1, q3])"
+            "## {}: single-head attention paths of the full model: share C(L,k)H^k/(H+1)^L, residual of P_k...P_1 (median [q1, q3])",
+            p.label
         );
         let _ = writeln!(
             s,
@@ -301,6 +349,7 @@ pub fn tables(panels: &[Panel], paths: Option<&[PathRow]>) -> String {
                 r.token_uniform.q3
             );
         }
+        let _ = writeln!(s);
     }
     s
 }
@@ -316,6 +365,12 @@ fn run_bound(args: &RankArgs) -> Result<()> {
     if args.gamma.is_nan() || args.gamma <= 0.0 {
         bail!("--gamma must be positive, got {}", args.gamma);
     }
+    if args.paths_plot.is_some() {
+        bail!("--paths-plot goes with --model or --random, not --bound");
+    }
+    if let Some(p) = &args.plot {
+        check_plot_path(p)?;
+    }
     let report = bound::check(&BoundConfig {
         instances: args.instances,
         depth: args.bound_depth,
@@ -324,10 +379,16 @@ fn run_bound(args: &RankArgs) -> Result<()> {
         gamma: args.gamma,
         seed: args.seed,
     });
+    if let Some(p) = &args.plot {
+        plot_bound(p, &report)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", bound_table(&report));
+        if let Some(p) = &args.plot {
+            println!("plot: {}", p.display());
+        }
     }
     Ok(())
 }
@@ -378,4 +439,97 @@ pub fn path_shares(n_layer: usize, n_head: usize) -> Vec<f64> {
     (0..=n_layer)
         .map(|k| path_share(n_layer, n_head, k))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RankArgs,
+    }
+
+    fn args(flags: &[&str]) -> RankArgs {
+        Cli::try_parse_from(std::iter::once("rank").chain(flags.iter().copied()))
+            .expect("flags parse")
+            .args
+    }
+
+    fn error(flags: &[&str]) -> String {
+        format!("{:#}", run(args(flags)).expect_err("should fail"))
+    }
+
+    #[test]
+    fn bad_input_fails_with_one_clear_error() {
+        assert!(error(&[]).contains("--model"));
+        assert!(error(&["--random", "--seqs", "0"]).contains("--seqs"));
+        assert!(error(&["--random", "--paths", "0", "--paths-plot", "p.png"]).contains("--paths"));
+        // A missing plot directory is refused before any work.
+        let e = error(&["--random", "--plot", "/nonexistent-dir/x.png"]);
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(error(&["--bound", "--gamma=-1"]).contains("--gamma"));
+        let e = error(&["--model", "/nonexistent.gguf", "--text", "/nonexistent.txt"]);
+        assert!(e.contains("/nonexistent.txt"), "{e}");
+        assert!(Cli::try_parse_from(["rank", "--random", "--bound"]).is_err());
+    }
+
+    #[test]
+    fn random_study_and_bound_write_their_plots() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("ferrite-rank-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (fig2, fig_paths, fig_bound) = (
+            dir.join("fig2.png"),
+            dir.join("paths.png"),
+            dir.join("bound.png"),
+        );
+        let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let tiny = [
+            "--random",
+            "--width",
+            "16",
+            "--heads",
+            "2",
+            "--layers",
+            "3",
+            "--mlp",
+            "16",
+            "--seqs",
+            "2",
+            "--len",
+            "6",
+            "--paths",
+            "2",
+            "--init-std",
+            "0.5",
+            "--json",
+        ];
+        let mut flags: Vec<String> = tiny.iter().map(|f| f.to_string()).collect();
+        flags.extend([
+            "--plot".into(),
+            s(&fig2),
+            "--paths-plot".into(),
+            s(&fig_paths),
+        ]);
+        run(args(&flags.iter().map(String::as_str).collect::<Vec<_>>()))?;
+        run(args(&[
+            "--bound",
+            "--instances",
+            "5",
+            "--bound-depth",
+            "3",
+            "--plot",
+            &s(&fig_bound),
+        ]))?;
+        for p in [&fig2, &fig_paths, &fig_bound] {
+            let bytes = std::fs::read(p)?;
+            assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
+        }
+        // No temporary file is left next to the plots.
+        assert_eq!(std::fs::read_dir(&dir)?.count(), 3);
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
 }

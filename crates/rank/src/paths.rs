@@ -57,7 +57,7 @@ pub fn chained_product(attention: &[Tensor], path: &Path) -> Result<Mat> {
         let Some(a) = attention.get(l) else {
             bail!("path visits layer {l} of {}", attention.len());
         };
-        let a = a.get(h)?;
+        let a = a.get(h)?.to_dtype(candle_core::DType::F64)?;
         p = Some(match p {
             None => a,
             Some(prev) => a.matmul(&prev)?,

@@ -6,7 +6,8 @@
 //!   (twistedcubic/attention-rank-collapse) takes the token mean. [`Centering`] offers both
 //!   closed forms: the **mean** (the reference, and the exact argmin for the Frobenius norm) and
 //!   the column-wise **median** (the exact argmin of the `‖·‖₁` factor of the composite norm).
-//!   The argmin of the composite norm itself has no closed form; either centre upper-bounds it.
+//!   The argmin of the composite norm itself has no closed form: [`argmin_residual`] brackets
+//!   `min_x ‖X − 1xᵀ‖₁,∞` between a certified lower bound and the best attained value.
 //! - `‖X‖₁,∞ = sqrt(‖X‖₁ ‖X‖∞)` (§2.1), with `‖X‖₁` the largest column sum of `|X|` and `‖X‖∞`
 //!   the largest row sum (the induced matrix norms), and the Frobenius norm.
 //! - the relative residual `‖res(X)‖ / ‖X‖` plotted per layer in the paper's Figure 2.
@@ -240,6 +241,64 @@ pub fn relative_residual(x: &Mat, centering: Centering, norm: Norm) -> f64 {
     res(x, centering).norm(norm) / whole
 }
 
+/// `min_x ‖X − 1xᵀ‖₁,∞`, the paper's `res` (§2.1: `x = argmin_x ‖X − 1xᵀ‖`), bracketed.
+///
+/// The composite norm's argmin has no closed form, so both ends are computed exactly:
+/// - `upper`: the smaller of the mean- and median-centred `‖res(X)‖₁,∞` (attained values);
+/// - `lower`: `sqrt(min_x ‖X − 1xᵀ‖₁ · min_x ‖X − 1xᵀ‖∞)` with the first factor exact (the
+///   column median, as `‖·‖₁` is a max of per-column sums) and the second bounded below by half
+///   the largest ℓ₁ distance between two rows (triangle inequality:
+///   `max(‖a − x‖₁, ‖b − x‖₁) ≥ ‖a − b‖₁/2`).
+///
+/// `lower ≤ min_x ‖X − 1xᵀ‖₁,∞ ≤ upper`; for two tokens both ends meet.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ArgminBracket {
+    /// A lower bound on the argmin residual.
+    pub lower: f64,
+    /// An attained (upper) value of the argmin residual.
+    pub upper: f64,
+}
+
+/// The [`ArgminBracket`] of `X` (absolute, not relative).
+pub fn argmin_residual(x: &Mat) -> ArgminBracket {
+    let median = res(x, Centering::Median);
+    let upper = median
+        .norm_1_inf()
+        .min(res(x, Centering::Mean).norm_1_inf());
+    let mut half_diameter = 0.0f64;
+    for i in 0..x.rows {
+        for k in i + 1..x.rows {
+            let d: f64 = x
+                .row(i)
+                .iter()
+                .zip(x.row(k))
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            half_diameter = half_diameter.max(0.5 * d);
+        }
+    }
+    ArgminBracket {
+        lower: (median.norm_1() * half_diameter).sqrt().min(upper),
+        upper,
+    }
+}
+
+/// [`argmin_residual`] relative to `‖X‖₁,∞` (zeros for the zero matrix).
+pub fn relative_argmin_residual(x: &Mat) -> ArgminBracket {
+    let whole = x.norm_1_inf();
+    if whole == 0.0 {
+        return ArgminBracket {
+            lower: 0.0,
+            upper: 0.0,
+        };
+    }
+    let b = argmin_residual(x);
+    ArgminBracket {
+        lower: b.lower / whole,
+        upper: b.upper / whole,
+    }
+}
+
 /// The best rank-1 approximation `σ₁u₁v₁ᵀ` of `X` (in Frobenius and spectral norm), by power
 /// iteration on `XᵀX`; the reference code uses it for chained attention products.
 pub fn rank1_approx(x: &Mat) -> Mat {
@@ -348,6 +407,47 @@ mod tests {
         let rm = res(&z, Centering::Median).norm_1();
         let ra = res(&z, Centering::Mean).norm_1();
         assert!(rm <= ra + 1e-12, "{rm} > {ra}");
+    }
+
+    #[test]
+    fn argmin_bracket_is_exact_for_two_tokens() {
+        // Rows a, b: min f = max_j |a_j − b_j| = 4, min g = ‖a − b‖₁/2 = 7/2, both at the
+        // midpoint, so the argmin residual is sqrt(4 · 3.5) and both ends equal it.
+        let x = m(&[&[1.0, -2.0, 0.0], &[-1.0, 2.0, 1.0]]);
+        let b = argmin_residual(&x);
+        assert!((b.lower - 14f64.sqrt()).abs() < 1e-12, "{b:?}");
+        assert!((b.upper - 14f64.sqrt()).abs() < 1e-12, "{b:?}");
+    }
+
+    #[test]
+    fn argmin_bracket_contains_a_grid_minimum() {
+        // 4 tokens in 2-D: brute-force min over x on a fine grid lies inside [lower, upper].
+        let x = m(&[&[0.0, 0.0], &[3.0, 1.0], &[1.0, 4.0], &[5.0, -2.0]]);
+        let b = argmin_residual(&x);
+        let mut best = f64::INFINITY;
+        for i in 0..=300 {
+            for j in 0..=300 {
+                let c = [-1.0 + 7.0 * i as f64 / 300.0, -3.0 + 8.0 * j as f64 / 300.0];
+                let r = Mat::new(
+                    4,
+                    2,
+                    x.data
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| v - c[k % 2])
+                        .collect(),
+                )
+                .unwrap();
+                best = best.min(r.norm_1_inf());
+            }
+        }
+        assert!(
+            b.lower <= best + 1e-9 && best <= b.upper + 1e-9,
+            "{b:?} vs grid {best}"
+        );
+        assert!(b.lower < b.upper, "{b:?}");
+        let rel = relative_argmin_residual(&x);
+        assert!((rel.upper * x.norm_1_inf() - b.upper).abs() < 1e-12);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! The experiments of Dong, Cordonnier & Loukas 2021, "Attention is not all you need: pure
 //! attention loses rank doubly exponentially with depth": Figure 2 (per-layer relative residual
 //! `‖res(X_l)‖/‖X_l‖`, mean ± std over a batch of sequences, for SAN / SAN + skip / SAN + MLP /
-//! full, at initialisation and pretrained) and the chained-attention paths of §3 (Figure 3's
-//! "path length" view) sampled from a model's own attention.
+//! full, at initialisation and pretrained) and the chained-attention paths of §3 (the path
+//! length view of eq. 5) sampled from a model's own attention.
 //!
 //! The residual is measured on the residual stream after every block (`X_0` is the token
 //! embedding), the quantity the reference code reads from Hugging Face's `hidden_states`.
 
 use crate::paths::{chained_product, path_residual, path_share, sample_path, Quartiles};
-use crate::surgery::{layer_residuals, normal, MeanStd, Net, Variant};
+use crate::surgery::{layer_residuals, normal, LayerResiduals, MeanStd, Net, Variant};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -54,11 +54,17 @@ pub struct Curve {
     pub l1inf_mean: MeanStd,
     /// Same, median-centred.
     pub l1inf_median: MeanStd,
+    /// The paper's argmin-centred ratio, certified lower end (see
+    /// [`crate::residual::argmin_residual`]).
+    pub l1inf_argmin_lower: MeanStd,
+    /// The argmin-centred ratio, attained upper end.
+    pub l1inf_argmin_upper: MeanStd,
     /// Frobenius, mean-centred.
     pub fro: MeanStd,
 }
 
-/// The four curves of one model state (at initialisation or pretrained).
+/// The four curves of one model state (at initialisation or pretrained), and the sampled
+/// attention paths of its full variant.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Panel {
     /// `pretrained`, `init`, ...
@@ -67,41 +73,65 @@ pub struct Panel {
     pub sequences: usize,
     /// Tokens per sequence.
     pub tokens: usize,
+    /// Blocks `L` of the network.
+    pub n_layer: usize,
+    /// Heads per block `H`.
+    pub n_head: usize,
     /// One per variant.
     pub curves: Vec<Curve>,
+    /// One row per path length `1..=L` (empty when no paths were sampled).
+    pub paths: Vec<PathRow>,
 }
 
-/// Runs every variant of `net` on every input `[t, d]` and aggregates the per-layer residuals.
-/// `on_done` is called after each (variant, sequence) pass, for progress reporting.
+/// Runs every variant of `net` on every input `[t, d]` and aggregates the per-layer residuals;
+/// during the full variant's passes samples `paths_per_length` single-head paths of every length
+/// per sequence from its attention. `on_done` is called after each (variant, sequence) pass.
 pub fn panel(
     net: &Net,
     inputs: &[Tensor],
     label: &str,
+    paths_per_length: usize,
+    seed: u64,
     mut on_done: impl FnMut(Variant, usize),
 ) -> Result<Panel> {
     let tokens = inputs.first().map_or(Ok(0), |x| x.dim(0))?;
+    let mut sampler = PathSampler::new(net.arch.n_layer, net.arch.n_head, seed);
     let mut curves = Vec::new();
     for v in Variant::ALL {
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rows: Vec<LayerResiduals> = Vec::new();
         for (i, x) in inputs.iter().enumerate() {
-            let r = layer_residuals(&net.forward(x, v, false)?)?;
-            a.push(r.l1inf_mean);
-            b.push(r.l1inf_median);
-            c.push(r.fro);
+            let keep = v == Variant::Full && paths_per_length > 0;
+            let trace = net.forward(x, v, keep)?;
+            rows.push(layer_residuals(&trace)?);
+            if keep {
+                sampler.sample(&trace.attention, paths_per_length)?;
+            }
             on_done(v, i);
         }
+        let stat = |f: fn(&LayerResiduals) -> &Vec<f64>| -> MeanStd {
+            MeanStd::of(&rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>())
+        };
         curves.push(Curve {
             variant: v,
-            l1inf_mean: MeanStd::of(&a),
-            l1inf_median: MeanStd::of(&b),
-            fro: MeanStd::of(&c),
+            l1inf_mean: stat(|r| &r.l1inf_mean),
+            l1inf_median: stat(|r| &r.l1inf_median),
+            l1inf_argmin_lower: stat(|r| &r.l1inf_argmin_lower),
+            l1inf_argmin_upper: stat(|r| &r.l1inf_argmin_upper),
+            fro: stat(|r| &r.fro),
         });
     }
     Ok(Panel {
         label: label.to_string(),
         sequences: inputs.len(),
         tokens,
+        n_layer: net.arch.n_layer,
+        n_head: net.arch.n_head,
         curves,
+        paths: if paths_per_length > 0 {
+            sampler.rows()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -120,36 +150,52 @@ pub struct PathRow {
     pub token_uniform: Quartiles,
 }
 
-/// Samples `per_sequence` paths of every length `1..=L` from each input's attention in the full
-/// (unmodified) model and measures their products.
-pub fn path_study(
-    net: &Net,
-    inputs: &[Tensor],
-    per_sequence: usize,
-    seed: u64,
-) -> Result<Vec<PathRow>> {
-    let (l_total, h) = (net.arch.n_layer, net.arch.n_head);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut rank1 = vec![Vec::new(); l_total];
-    let mut uniform = vec![Vec::new(); l_total];
-    for x in inputs {
-        let attention = net.forward(x, Variant::Full, true)?.attention;
-        for k in 1..=l_total {
-            for _ in 0..per_sequence {
-                let path = sample_path(&mut rng, k, l_total, h);
-                let r = path_residual(&chained_product(&attention, &path)?);
-                rank1[k - 1].push(r.rank1);
-                uniform[k - 1].push(r.token_uniform);
-            }
+/// Collects chained-attention products of uniformly sampled single-head paths (as the
+/// reference samples them: `k` distinct layers, one random head each) and their residuals.
+pub struct PathSampler {
+    n_layer: usize,
+    n_head: usize,
+    rng: StdRng,
+    rank1: Vec<Vec<f64>>,
+    token_uniform: Vec<Vec<f64>>,
+}
+
+impl PathSampler {
+    /// A sampler for `n_layer` blocks of `n_head` heads.
+    pub fn new(n_layer: usize, n_head: usize, seed: u64) -> Self {
+        Self {
+            n_layer,
+            n_head,
+            rng: StdRng::seed_from_u64(seed ^ 0x7061_7468),
+            rank1: vec![Vec::new(); n_layer],
+            token_uniform: vec![Vec::new(); n_layer],
         }
     }
-    Ok((1..=l_total)
-        .map(|k| PathRow {
-            length: k,
-            share: path_share(l_total, h, k),
-            samples: rank1[k - 1].len(),
-            rank1: Quartiles::of(&rank1[k - 1]),
-            token_uniform: Quartiles::of(&uniform[k - 1]),
-        })
-        .collect())
+
+    /// Samples `per_length` paths of every length `1..=L` from one sequence's attention
+    /// (`attention[l]: [H, t, t]`) and records their residuals.
+    pub fn sample(&mut self, attention: &[Tensor], per_length: usize) -> Result<()> {
+        for k in 1..=self.n_layer {
+            for _ in 0..per_length {
+                let path = sample_path(&mut self.rng, k, self.n_layer, self.n_head);
+                let r = path_residual(&chained_product(attention, &path)?);
+                self.rank1[k - 1].push(r.rank1);
+                self.token_uniform[k - 1].push(r.token_uniform);
+            }
+        }
+        Ok(())
+    }
+
+    /// One row per length: share, sample count and residual quartiles.
+    pub fn rows(&self) -> Vec<PathRow> {
+        (1..=self.n_layer)
+            .map(|k| PathRow {
+                length: k,
+                share: path_share(self.n_layer, self.n_head, k),
+                samples: self.rank1[k - 1].len(),
+                rank1: Quartiles::of(&self.rank1[k - 1]),
+                token_uniform: Quartiles::of(&self.token_uniform[k - 1]),
+            })
+            .collect()
+    }
 }

@@ -22,7 +22,7 @@
 //! MLPs) or drawn at random (`N(0, 0.02²)` matrices and unit norm gains, the Hugging Face
 //! initialisation the reference's "at initialization" curves use).
 
-use crate::residual::{relative_residual, Centering, Mat, Norm};
+use crate::residual::{relative_argmin_residual, relative_residual, Centering, Mat, Norm};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use ferrite_llm::linear::Linear;
@@ -333,15 +333,21 @@ pub struct LayerResiduals {
     pub l1inf_mean: Vec<f64>,
     /// Same with the column-median centre (the `‖·‖₁` argmin).
     pub l1inf_median: Vec<f64>,
+    /// The paper's argmin-centred ratio `min_x ‖X_l − 1xᵀ‖₁,∞ / ‖X_l‖₁,∞`: certified lower end.
+    pub l1inf_argmin_lower: Vec<f64>,
+    /// Its attained upper end (the better of the mean and median centres).
+    pub l1inf_argmin_upper: Vec<f64>,
     /// `‖res(X_l)‖_F / ‖X_l‖_F`, mean-centred (the Frobenius argmin).
     pub fro: Vec<f64>,
 }
 
-/// The three relative residuals of every hidden state in `trace`.
+/// The relative residuals of every hidden state in `trace`.
 pub fn layer_residuals(trace: &Trace) -> Result<LayerResiduals> {
     let mut out = LayerResiduals {
         l1inf_mean: Vec::new(),
         l1inf_median: Vec::new(),
+        l1inf_argmin_lower: Vec::new(),
+        l1inf_argmin_upper: Vec::new(),
         fro: Vec::new(),
     };
     for h in &trace.hidden {
@@ -350,6 +356,9 @@ pub fn layer_residuals(trace: &Trace) -> Result<LayerResiduals> {
             .push(relative_residual(&m, Centering::Mean, Norm::L1Inf));
         out.l1inf_median
             .push(relative_residual(&m, Centering::Median, Norm::L1Inf));
+        let argmin = relative_argmin_residual(&m);
+        out.l1inf_argmin_lower.push(argmin.lower);
+        out.l1inf_argmin_upper.push(argmin.upper);
         out.fro
             .push(relative_residual(&m, Centering::Mean, Norm::Frobenius));
     }

@@ -1,6 +1,7 @@
 //! On the real SmolLM2-135M: the pure SAN collapses the residual stream while skip connections
-//! keep it far from rank 1 (the paper's Figure 2 shape), on 2 short sequences. Fails when the
-//! asset is missing.
+//! keep it far from rank 1 (the paper's Figure 2 shape), and products of attention matrices along
+//! long single-head paths are much closer to rank 1 than short ones; on 2 short sequences.
+//! Fails when the asset is missing.
 
 use anyhow::{Context, Result};
 use ferrite_llm::{load_model, ComputeDType};
@@ -25,7 +26,7 @@ fn smollm2_san_collapses_and_skip_prevents_it() -> Result<()> {
         .iter()
         .map(|w| loaded.model.embedding.forward(w, &dev))
         .collect::<Result<Vec<_>>>()?;
-    let p = panel(&net, &inputs, "pretrained", |_, _| {})?;
+    let p = panel(&net, &inputs, "pretrained", 1, 0, |_, _| {})?;
     let last = |v: Variant| -> f64 {
         let c = p.curves.iter().find(|c| c.variant == v).expect("variant");
         *c.l1inf_mean.mean.last().expect("layers")
@@ -39,6 +40,13 @@ fn smollm2_san_collapses_and_skip_prevents_it() -> Result<()> {
     assert!(
         skip > 10.0 * san && full > 10.0 * san,
         "skip {skip}, full {full}, SAN {san}"
+    );
+    // Chained attention along single-head paths of the full model collapses with path length.
+    assert_eq!(p.paths.len(), 30);
+    let (short, long) = (&p.paths[0].rank1, &p.paths[29].rank1);
+    assert!(
+        long.q3 < 1e-2 * short.q1,
+        "rank-1 residual: length 30 {long:?}, length 1 {short:?}"
     );
     Ok(())
 }
