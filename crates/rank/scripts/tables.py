@@ -61,7 +61,7 @@ def figure2(panel, bert):
 def argmin(panel):
     curves = panel["curves"]
     n = len(curves[0]["l1inf_mean"]["mean"])
-    layers = [l for l in [1, 4, 12, n - 1] if l < n]
+    layers = sorted({l for l in [1, 4, 12, n - 1] if l < n})
     print("| variant | layer | mean-centred | median-centred | argmin in [lower, upper] | Frobenius |")
     print("|---|---:|---:|---:|---:|---:|")
     for c in curves:

@@ -69,6 +69,11 @@ pub struct RankArgs {
     /// Standard deviation of random weights and embeddings.
     #[arg(long, default_value_t = 0.02)]
     pub init_std: f64,
+    /// Random transformer: standard deviation of the input tokens (1: unit scale, as BERT's
+    /// embeddings after their LayerNorm; 0.02 makes the skip branch small against the
+    /// attention output).
+    #[arg(long, default_value_t = 1.0)]
+    pub input_std: f64,
     /// Sequences averaged over.
     #[arg(long, default_value_t = 32)]
     pub seqs: usize,
@@ -110,6 +115,9 @@ pub struct RankArgs {
     /// sampled chained-attention products.
     #[arg(long)]
     pub paths_plot: Option<PathBuf>,
+    /// Redraw the plots and tables of an earlier `--json` result instead of measuring.
+    #[arg(long, conflicts_with_all = ["model", "random", "bound"])]
+    pub from_json: Option<PathBuf>,
 }
 
 /// Runs `ferrite rank`.
@@ -120,11 +128,22 @@ pub fn run(args: RankArgs) -> Result<()> {
     if args.seqs == 0 || args.len < 2 {
         bail!("--seqs must be at least 1 and --len at least 2");
     }
-    if args.paths_plot.is_some() && args.paths == 0 {
+    for (flag, v) in [
+        ("--init-std", args.init_std),
+        ("--input-std", args.input_std),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{flag} must be a positive number, got {v}");
+        }
+    }
+    if args.paths_plot.is_some() && args.paths == 0 && args.from_json.is_none() {
         bail!("--paths-plot needs --paths at least 1");
     }
     for p in [&args.plot, &args.paths_plot].into_iter().flatten() {
         check_plot_path(p)?;
+    }
+    if let Some(path) = &args.from_json {
+        return replot(&args, path);
     }
     let mut panels = Vec::new();
     let arch_json: Option<serde_json::Value>;
@@ -222,7 +241,7 @@ pub fn run(args: RankArgs) -> Result<()> {
         let inputs = (0..args.seqs)
             .map(|_| {
                 Tensor::from_vec(
-                    normal(&mut rng, args.len * args.width, args.init_std),
+                    normal(&mut rng, args.len * args.width, args.input_std),
                     (args.len, args.width),
                     &Device::Cpu,
                 )
@@ -230,7 +249,7 @@ pub fn run(args: RankArgs) -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?;
         let label = format!(
-            "random {} (d={}, H={}, L={})",
+            "random {} (d={}, H={}, L={}, input std {})",
             if args.bidirectional {
                 "bidirectional"
             } else {
@@ -238,7 +257,8 @@ pub fn run(args: RankArgs) -> Result<()> {
             },
             args.width,
             args.heads,
-            args.layers
+            args.layers,
+            args.input_std
         );
         panels.push(study::panel(
             &net,
@@ -260,6 +280,7 @@ pub fn run(args: RankArgs) -> Result<()> {
     }
     if args.json {
         let v = serde_json::json!({
+            "command": std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             "arch": arch_json,
             "residual": "res(X) = X - 1x^T on the residual stream after each block; x = token mean (l1inf_mean, fro), column median (l1inf_median), or the paper's argmin of ||X - 1x^T||_1,inf, bracketed by a certified lower end and an attained upper end (l1inf_argmin_lower, l1inf_argmin_upper)",
             "path_shares": panels.first().map(|p| path_shares(p.n_layer, p.n_head)),
@@ -272,6 +293,26 @@ pub fn run(args: RankArgs) -> Result<()> {
             println!("plot: {}", p.display());
         }
     }
+    Ok(())
+}
+
+/// `--from-json`: the panels of an earlier `--json` result, drawn and tabulated again.
+fn replot(args: &RankArgs, path: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read result {}", path.display()))?;
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        panels: Vec<Panel>,
+    }
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a `ferrite rank --json` result", path.display()))?;
+    if let Some(p) = &args.plot {
+        plot_panels(p, "Relative residual per layer (mean ± std)", &saved.panels)?;
+    }
+    if let Some(p) = &args.paths_plot {
+        plot_paths(p, &saved.panels)?;
+    }
+    print!("{}", tables(&saved.panels));
     Ok(())
 }
 
@@ -466,6 +507,7 @@ mod tests {
     fn bad_input_fails_with_one_clear_error() {
         assert!(error(&[]).contains("--model"));
         assert!(error(&["--random", "--seqs", "0"]).contains("--seqs"));
+        assert!(error(&["--random", "--input-std", "nan"]).contains("--input-std"));
         assert!(error(&["--random", "--paths", "0", "--paths-plot", "p.png"]).contains("--paths"));
         // A missing plot directory is refused before any work.
         let e = error(&["--random", "--plot", "/nonexistent-dir/x.png"]);
@@ -527,8 +569,45 @@ mod tests {
             let bytes = std::fs::read(p)?;
             assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
         }
+        // A saved result is redrawn without measuring.
+        let net = Net::random(
+            Arch {
+                hidden: 8,
+                n_head: 2,
+                n_kv_head: 2,
+                n_layer: 2,
+                mlp: 8,
+                rope_theta: None,
+                causal: false,
+            },
+            0.5,
+            1e-5,
+            1,
+        )?;
+        let x = Tensor::from_vec(
+            normal(&mut StdRng::seed_from_u64(2), 40, 1.0),
+            (5, 8),
+            &Device::Cpu,
+        )?;
+        let saved = dir.join("saved.json");
+        let panel = study::panel(&net, &[x], "tiny", 2, 0, |_, _| {})?;
+        std::fs::write(&saved, serde_json::json!({ "panels": [panel] }).to_string())?;
+        let again = dir.join("again.png");
+        run(args(&[
+            "--from-json",
+            &s(&saved),
+            "--paths-plot",
+            &s(&again),
+        ]))?;
+        assert_eq!(&std::fs::read(&again)?[1..4], b"PNG");
+        std::fs::write(&saved, "{}")?;
+        let e = format!(
+            "{:#}",
+            run(args(&["--from-json", &s(&saved)])).expect_err("not a result")
+        );
+        assert!(e.contains("not a `ferrite rank --json` result"), "{e}");
         // No temporary file is left next to the plots.
-        assert_eq!(std::fs::read_dir(&dir)?.count(), 3);
+        assert_eq!(std::fs::read_dir(&dir)?.count(), 5);
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }

@@ -87,7 +87,7 @@ pub fn path_residual(p: &Mat) -> PathResidual {
 }
 
 /// Median and quartiles of a sample.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Quartiles {
     /// 25th percentile.
     pub q1: f64,

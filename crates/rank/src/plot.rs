@@ -206,12 +206,13 @@ pub fn plot_paths(path: &Path, panels: &[Panel]) -> Result<()> {
         ))?;
         left.draw_series(shares.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))?;
 
+        // Products are formed in f64: their residual is resolved down to ~1e-16.
         let lo = with_paths
             .iter()
             .flat_map(|p| p.paths.iter().map(|r| r.rank1.q1))
             .filter(|v| *v > 0.0)
             .fold(1.0f64, f64::min)
-            .max(FLOOR)
+            .max(1e-18)
             / 2.0;
         let mut right = ChartBuilder::on(&areas[1])
             .caption(
@@ -268,9 +269,9 @@ pub fn plot_paths(path: &Path, panels: &[Panel]) -> Result<()> {
 }
 
 /// Draws the Theorem 2.2 check into the PNG at `path`: left, over depth, the measured
-/// `log₁₀‖res‖₁,∞` and the bound of every instance whose bound contracts (the others grow and are
-/// vacuous), each drawn while the bound is above the `f64` rounding floor; right, every tested
-/// (measured, bound) pair of all instances against the diagonal — a violation would lie below it.
+/// `log₁₀‖res‖₁,∞` and the bound over the instances whose bound contracts (the others grow and are
+/// vacuous): median and min–max band; right, every tested (measured, bound) pair of all instances
+/// against the diagonal — a violation would lie below it.
 pub fn plot_bound(path: &Path, report: &BoundReport) -> Result<()> {
     let c = &report.config;
     let depth = c.depth;
@@ -307,20 +308,17 @@ pub fn plot_bound(path: &Path, report: &BoundReport) -> Result<()> {
         let areas = root.split_evenly((1, 2));
         let curve = |t: &crate::bound::InstanceTrace, v: &[f64]| -> Curve2 {
             std::iter::once((0.0, t.log10_res_input))
-                .chain(
-                    (0..v.len())
-                        .take_while(|&l| t.compared[l])
-                        .map(|l| ((l + 1) as f64, v[l])),
-                )
+                .chain(v.iter().enumerate().map(|(l, &y)| ((l + 1) as f64, y)))
                 .collect()
         };
         let drawn: Vec<(Curve2, Curve2)> = contracting
             .iter()
             .map(|t| (curve(t, &t.log10_measured), curve(t, &t.log10_bound)))
             .collect();
+        // Measured zeros and bounds far below every measurable value sit on the lower edge.
         let lo = drawn
             .iter()
-            .flat_map(|(m, b)| m.iter().chain(b))
+            .flat_map(|(m, _)| m.iter())
             .map(|p| p.1)
             .filter(|v| *v > -300.0)
             .fold(0.0f64, f64::min)
@@ -343,7 +341,7 @@ pub fn plot_bound(path: &Path, report: &BoundReport) -> Result<()> {
         let mut left = ChartBuilder::on(&areas[0])
             .caption(
                 format!(
-                    "{} instances with a contracting bound, to the f64 floor (measured 0 at {lo})",
+                    "{} instances with a contracting bound (clipped at {lo}; measured 0 drawn there)",
                     contracting.len()
                 ),
                 ("sans-serif", 15),
@@ -358,19 +356,39 @@ pub fn plot_bound(path: &Path, report: &BoundReport) -> Result<()> {
             .x_desc("layer l")
             .y_desc("log10 ||res(SAN_l(X))||_1,inf")
             .draw()?;
-        for (i, (m, b)) in drawn.iter().enumerate() {
-            let ms = left.draw_series(LineSeries::new(m.clone(), measured_color.mix(0.5)))?;
-            if i == 0 {
-                ms.label("measured").legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], measured_color.stroke_width(2))
-                });
+        // Per layer, over the instances still above the floor there: min–max band and median.
+        // `side` 0: measured, 1: bound.
+        let envelope = |side: usize| -> (Curve2, Curve2) {
+            let mut band_hi = Vec::new();
+            let mut band_lo = Vec::new();
+            let mut median = Vec::new();
+            for l in 0..=depth {
+                let mut ys: Vec<f64> = drawn
+                    .iter()
+                    .filter_map(|(m, b)| if side == 0 { m } else { b }.get(l).map(|p| p.1))
+                    .collect();
+                if ys.is_empty() {
+                    break;
+                }
+                ys.sort_by(f64::total_cmp);
+                band_lo.push((l as f64, ys[0]));
+                band_hi.push((l as f64, ys[ys.len() - 1]));
+                median.push((l as f64, ys[ys.len() / 2]));
             }
-            let bs = left.draw_series(LineSeries::new(b.clone(), bound_color.mix(0.5)))?;
-            if i == 0 {
-                bs.label("Theorem 2.2 bound").legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], bound_color.stroke_width(2))
+            band_hi.extend(band_lo.into_iter().rev());
+            (band_hi, median)
+        };
+        for (side, color, label) in [
+            (0, measured_color, "measured (median, min-max band)"),
+            (1, bound_color, "Theorem 2.2 bound (median, min-max band)"),
+        ] {
+            let (band, median) = envelope(side);
+            left.draw_series(std::iter::once(Polygon::new(band, color.mix(0.2))))?;
+            left.draw_series(LineSeries::new(median, color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
-            }
         }
         left.configure_series_labels()
             .background_style(WHITE.mix(0.85))
@@ -405,7 +423,7 @@ pub fn plot_bound(path: &Path, report: &BoundReport) -> Result<()> {
             right
                 .draw_series(
                     tested().filter(|p| p.0 == l).map(|(_, m, b)| {
-                        Circle::new((m.max(x_lo), b.min(y_hi)), 2, color.filled())
+                        Circle::new((m.max(x_lo), b.min(y_hi)), 1, color.filled())
                     }),
                 )?
                 .label(format!("layer {}", l + 1))

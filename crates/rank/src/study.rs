@@ -46,7 +46,7 @@ pub fn random_embedding(ids: &[u32], hidden: usize, std: f64, seed: u64) -> Resu
 }
 
 /// One architecture variant's curves.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Curve {
     /// Which variant.
     pub variant: Variant,
@@ -65,7 +65,7 @@ pub struct Curve {
 
 /// The four curves of one model state (at initialisation or pretrained), and the sampled
 /// attention paths of its full variant.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Panel {
     /// `pretrained`, `init`, ...
     pub label: String,
@@ -136,7 +136,7 @@ pub fn panel(
 }
 
 /// Sampled single-head paths of one length.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PathRow {
     /// Heads on the path.
     pub length: usize,

@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Which parts of each block run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Variant {
     /// Pure self-attention: no skip, no MLP.
     San,
@@ -366,7 +366,7 @@ pub fn layer_residuals(trace: &Trace) -> Result<LayerResiduals> {
 }
 
 /// Mean and (population) standard deviation over sequences, per layer.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MeanStd {
     /// Per-layer mean.
     pub mean: Vec<f64>,
