@@ -504,6 +504,12 @@ mod tests {
     }
 
     #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn bad_input_fails_with_one_clear_error() {
         assert!(error(&[]).contains("--model"));
         assert!(error(&["--random", "--seqs", "0"]).contains("--seqs"));
