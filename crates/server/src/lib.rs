@@ -10,7 +10,6 @@
 //! - sessions ([`sessions`]) whose cache persists between turns;
 //! - OpenAI-style 4xx errors ([`error`]), cancellation on client disconnect, graceful shutdown.
 
-pub mod decode;
 pub mod error;
 pub mod openai;
 pub mod routes;

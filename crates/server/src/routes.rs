@@ -1,7 +1,6 @@
 //! HTTP routes: request validation, prompt building, admission to the queue, and the answer
 //! (one JSON body, or server-sent events).
 
-use crate::decode::DecodeParams;
 use crate::error::ApiError;
 use crate::openai::{
     self, AssistantMessage, ChatChoice, ChatCompletion, ChatMessage, Completion, Content, Prompt,
@@ -17,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use ferrite_llm::generate::GenerateParams;
 use ferrite_llm::sampling::SamplingParams;
 use ferrite_llm::tokenizer::{chatml_prompt, Message};
 use ferrite_llm::KvCache;
@@ -105,8 +105,11 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Validated sampling and length settings.
-fn decode_params(req: &Request, st: &AppState) -> Result<DecodeParams, ApiError> {
+/// Validated length, stop and sampling settings.
+fn decode_params(
+    req: &Request,
+    st: &AppState,
+) -> Result<(GenerateParams, SamplingParams), ApiError> {
     if let Some(n) = req.n {
         if n != 1 {
             return Err(ApiError::invalid("only `n` = 1 is supported", Some("n")));
@@ -159,19 +162,20 @@ fn decode_params(req: &Request, st: &AppState) -> Result<DecodeParams, ApiError>
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    Ok(DecodeParams {
+    let generate = GenerateParams {
         max_tokens: max_tokens as usize,
-        sampling: SamplingParams {
-            temperature,
-            top_k: req.top_k.unwrap_or(0) as usize,
-            top_p,
-            repetition_penalty,
-            seed,
-            ..Default::default()
-        },
         stop,
         ignore_eos: req.ignore_eos.unwrap_or(false),
-    })
+    };
+    let sampling = SamplingParams {
+        temperature,
+        top_k: req.top_k.unwrap_or(0) as usize,
+        top_p,
+        repetition_penalty,
+        seed,
+        ..Default::default()
+    };
+    Ok((generate, sampling))
 }
 
 /// The text of a message, or why it is refused.
@@ -302,7 +306,7 @@ async fn answer(
     if st.scheduler.is_draining() {
         return Err(ApiError::shutting_down());
     }
-    let params = decode_params(&req, &st)?;
+    let (params, sampling) = decode_params(&req, &st)?;
     let stream = req.stream.unwrap_or(false);
     let include_usage = req
         .stream_options
@@ -427,6 +431,7 @@ async fn answer(
         id: id.clone(),
         prompt,
         params,
+        sampling,
         cache,
         session,
         session_pending,

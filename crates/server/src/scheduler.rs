@@ -12,10 +12,11 @@
 //! cache (a session's cache too: see [`crate::sessions`]). Jobs whose client left while they
 //! were queued are skipped.
 
-use crate::decode::{decode, DecodeParams, Finish};
 use crate::error::ApiError;
 use crate::openai::{CacheInfo, Usage};
 use crate::sessions::SessionLease;
+use ferrite_llm::generate::{generate_with, GenerateParams, Hooks, StopReason};
+use ferrite_llm::sampling::{Sampler, SamplingParams};
 use ferrite_llm::{KvCache, LoadedModel};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -54,8 +55,10 @@ pub struct Job {
     pub id: String,
     /// Tokens to feed (a session's pending tokens included).
     pub prompt: Vec<u32>,
-    /// What to generate.
-    pub params: DecodeParams,
+    /// What to generate and when to stop.
+    pub params: GenerateParams,
+    /// Sampler settings.
+    pub sampling: SamplingParams,
     /// The cache to run in.
     pub cache: Box<dyn KvCache>,
     /// The session the cache belongs to, if any.
@@ -219,6 +222,7 @@ impl Worker {
             id,
             prompt,
             params,
+            sampling,
             mut cache,
             session,
             events,
@@ -236,16 +240,22 @@ impl Worker {
         let _ = events.send(Event::Started);
         let m = &self.engine;
         let t0 = Instant::now();
-        let cancelled = || events.is_closed() || self.abort.load(Ordering::SeqCst);
-        let mut emit = |t: String| events.send(Event::Text(t)).is_ok();
-        let outcome = match decode(
+        let should_stop = || events.is_closed() || self.abort.load(Ordering::SeqCst);
+        let mut on_text = |t: &str| {
+            let _ = events.send(Event::Text(t.to_string()));
+        };
+        let hooks = Hooks {
+            should_stop: &should_stop,
+            on_text: &mut on_text,
+        };
+        let outcome = match generate_with(
             &m.model,
             &m.tokenizer,
             cache.as_mut(),
             &prompt,
             &params,
-            &cancelled,
-            &mut emit,
+            &mut Sampler::new(sampling),
+            hooks,
         ) {
             Ok(o) => o,
             Err(e) => {
@@ -264,15 +274,17 @@ impl Worker {
             eprintln!(
                 "[{id}] prompt={} completion={} wait={waited:.3}s prefill={:.3}s total={:.3}s finish={} kv={} bytes={}",
                 prompt.len(),
-                outcome.completion_tokens,
-                outcome.prefill_seconds,
+                outcome.completion_tokens(),
+                outcome.prompt_seconds,
                 t0.elapsed().as_secs_f64(),
-                outcome.finish.reason(),
+                outcome.stop_reason.finish_reason(),
                 cache.spec(),
                 cache.heap_bytes()
             );
         }
-        if outcome.finish == Finish::Cancelled {
+        // A client that left during the last token cancels too: its session must not keep a
+        // turn it never received.
+        if outcome.stop_reason == StopReason::Cancelled || events.is_closed() {
             if !events.is_closed() {
                 let _ = events.send(Event::Failed(ApiError::shutting_down()));
             }
@@ -285,7 +297,7 @@ impl Worker {
             session: session.as_ref().map(|s| s.id().to_string()),
         };
         if let Some(lease) = session {
-            match close_turn(&m.tokenizer, &outcome) {
+            match outcome.closing_tokens(&m.tokenizer) {
                 Ok(pending) => lease.finish(cache, pending),
                 Err(e) => {
                     let _ = events.send(Event::Failed(ApiError::internal(format!("{e:#}"))));
@@ -294,24 +306,9 @@ impl Worker {
             }
         }
         let _ = events.send(Event::Done(Summary {
-            finish_reason: outcome.finish.reason(),
-            usage: Usage::new(prompt.len(), outcome.completion_tokens),
+            finish_reason: outcome.stop_reason.finish_reason(),
+            usage: Usage::new(prompt.len(), outcome.completion_tokens()),
             cache: info,
         }));
     }
-}
-
-/// Tokens that close the assistant turn in a session's cache: the last sampled token was never
-/// fed, then ChatML's end of turn (as `ferrite chat` does).
-fn close_turn(
-    tokenizer: &ferrite_llm::Tokenizer,
-    outcome: &crate::decode::Outcome,
-) -> anyhow::Result<Vec<u32>> {
-    let mut pending: Vec<u32> = outcome.last_token.into_iter().collect();
-    if outcome.ended_by_stop_token {
-        pending.extend(tokenizer.encode("\n")?);
-    } else {
-        pending.extend(tokenizer.encode("<|im_end|>\n")?);
-    }
-    Ok(pending)
 }

@@ -31,8 +31,6 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let mut first = true;
     // Tokens that close the previous assistant turn, fed with the next user turn.
     let mut pending: Vec<u32> = Vec::new();
-    let im_end = m.tokenizer.encode("<|im_end|>\n")?;
-    let newline = m.tokenizer.encode("\n")?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -89,14 +87,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         )?;
         println!();
         // The last sampled token was never fed: close the turn before the next one.
-        pending = match g.stop_reason {
-            StopReason::Eos => [&g.tokens[g.tokens.len() - 1..], &newline[..]].concat(),
-            StopReason::MaxTokens | StopReason::ContextFull => {
-                let mut p = g.tokens.last().copied().into_iter().collect::<Vec<_>>();
-                p.extend(&im_end);
-                p
-            }
-        };
+        pending = g.closing_tokens(&m.tokenizer)?;
         if g.stop_reason == StopReason::ContextFull {
             eprintln!(
                 "error: the context is full ({} tokens); start a new chat or stream with --kv sink:4+2044",

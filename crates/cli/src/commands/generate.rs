@@ -4,7 +4,7 @@ use crate::common::{print_json, threads, ModelArgs};
 use crate::kv_spec;
 use anyhow::{bail, Result};
 use clap::Args;
-use ferrite_llm::generate::generate;
+use ferrite_llm::generate::{generate_with, GenerateParams, Hooks};
 use ferrite_llm::sampling::{Sampler, SamplingParams};
 use ferrite_llm::tokenizer::{chatml_prompt, Message};
 use serde_json::json;
@@ -72,6 +72,12 @@ pub struct GenerateArgs {
     chat: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Stop before this text (repeatable; the text is not printed).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens, up to --max-tokens.
+    #[arg(long)]
+    ignore_eos: bool,
     /// Print a JSON summary (text, tokens, speed, KV bytes) instead of streaming.
     #[arg(long)]
     json: bool,
@@ -80,6 +86,9 @@ pub struct GenerateArgs {
 /// Streams a continuation of the prompt, then prints speed and KV bytes on stderr.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let mut sampler = args.sampling.sampler()?;
+    if args.stop.iter().any(String::is_empty) {
+        bail!("--stop takes non-empty text");
+    }
     let m = args.model.load()?;
     let text = if args.chat {
         chatml_prompt(&[Message {
@@ -108,19 +117,25 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         print!("{}", args.prompt);
         out.flush()?;
     }
-    let g = generate(
+    let params = GenerateParams {
+        max_tokens,
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let mut on_text = |piece: &str| {
+        if !quiet {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let g = generate_with(
         &m.model,
         &m.tokenizer,
         cache.as_mut(),
         &prompt,
-        max_tokens,
+        &params,
         &mut sampler,
-        &mut |piece| {
-            if !quiet {
-                print!("{piece}");
-                let _ = std::io::stdout().flush();
-            }
-        },
+        Hooks::text(&mut on_text),
     )?;
     if args.json {
         return print_json(&json!({
@@ -132,6 +147,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "prompt_tokens_per_second": g.prompt_tps(),
             "decode_tokens_per_second": g.decode_tps(),
             "stop_reason": g.stop_reason,
+            "finish_reason": g.stop_reason.finish_reason(),
             "kv_bytes_peak": g.kv_bytes_peak,
             "kv_policy": cache.spec(),
             "model": m.path.display().to_string(),
