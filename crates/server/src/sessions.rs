@@ -19,6 +19,9 @@ struct Slot {
     cache: Option<Box<dyn KvCache>>,
     /// Tokens that close the previous assistant turn, fed with the next one.
     pending: Vec<u32>,
+    /// The policy as the first request named it (`gear:4`) ...
+    asked: String,
+    /// ... and as the cache spells it (`gear:bits=4,group=0,...`); a later `kv` may be either.
     spec: String,
     last_used: Instant,
 }
@@ -84,7 +87,7 @@ impl SessionStore {
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(id) {
             if let Some(kv) = kv {
-                if kv != slot.spec {
+                if kv != slot.asked && kv != slot.spec {
                     return Err(ApiError::invalid(
                         format!(
                             "session `{id}` uses KV policy `{}`; `kv` cannot change within a session",
@@ -128,6 +131,7 @@ impl SessionStore {
             Slot {
                 cache: None,
                 pending: Vec::new(),
+                asked: spec.to_string(),
                 spec: cache.spec(),
                 last_used: Instant::now(),
             },

@@ -12,13 +12,14 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Builds `full`, `sink:S+W` and `window:W` caches for `geometry`.
+/// Builds `full`, `sink:S+W` / `window:W` and `quant:` / `kivi:` / `gear:` caches for
+/// `geometry` (as `ferrite serve` does).
 pub fn factory(geometry: ferrite_llm::KvGeometry) -> KvFactory {
     Arc::new(move |spec: &str| -> anyhow::Result<Box<dyn KvCache>> {
-        if spec == "full" {
-            Ok(Box::new(FullCache::new(&geometry)))
-        } else {
-            ferrite_streaming::build(spec, &geometry)
+        match spec.split_once(':').map_or(spec, |(name, _)| name) {
+            "full" if spec == "full" => Ok(Box::new(FullCache::new(&geometry))),
+            "quant" | "kivi" | "gear" => ferrite_gear::build(spec, &geometry),
+            _ => ferrite_streaming::build(spec, &geometry),
         }
     })
 }
