@@ -4,14 +4,17 @@
 # that the server stops cleanly. Developer machine only (long); never CI.
 #
 #   bash bench/peer_server_soak.sh [DURATION_S] [MODEL] [CLIENTS]
+# THREADS (2) and PARALLEL (2) set the server's threads and workers.
 set -euo pipefail
 DURATION=${1:-1800}
 MODEL=${2:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 CLIENTS=${3:-6}
+THREADS=${THREADS:-2}
+PARALLEL=${PARALLEL:-2}
 FERRITE=${FERRITE:-target/release/ferrite}
 PORT=18090
 
-"$FERRITE" --threads 2 serve --model "$MODEL" --port $PORT --kv sink:4+508 --parallel 2 \
+"$FERRITE" --threads "$THREADS" serve --model "$MODEL" --port $PORT --kv sink:4+508 --parallel "$PARALLEL" \
   --queue 4 --max-sessions 8 --shutdown-grace 5 2>/tmp/ferrite_soak_server.log &
 PID=$!
 for _ in $(seq 1 300); do
