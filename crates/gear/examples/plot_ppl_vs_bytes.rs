@@ -44,7 +44,9 @@ fn main() -> Result<()> {
     if points.is_empty() {
         bail!("{input} holds no results");
     }
-    let max_mib = points.iter().map(|p| p.mib).fold(0.0, f64::max) * 1.15;
+    // Log axis: the exact f32 cache is ~10x the 2-bit ones.
+    let max_mib = points.iter().map(|p| p.mib).fold(0.0, f64::max) * 1.6;
+    let min_mib = points.iter().map(|p| p.mib).fold(f64::INFINITY, f64::min) * 0.8;
     let lo = points.iter().map(|p| p.ppl).fold(f64::INFINITY, f64::min);
     let hi = points
         .iter()
@@ -58,10 +60,10 @@ fn main() -> Result<()> {
         .margin(16)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_mib, (lo - pad)..(hi + pad))?;
+        .build_cartesian_2d((min_mib..max_mib).log_scale(), (lo - pad)..(hi + pad))?;
     chart
         .configure_mesh()
-        .x_desc("KV cache (MiB, peak)")
+        .x_desc("KV cache (MiB, peak, log scale)")
         .y_desc("perplexity")
         .draw()?;
     for (i, p) in points.iter().enumerate() {
