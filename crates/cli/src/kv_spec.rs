@@ -3,8 +3,12 @@
 use anyhow::{bail, Result};
 use ferrite_llm::{FullCache, KvCache, KvGeometry};
 
-/// Builds the cache policy named by `spec` (`full`, ...).
+/// Builds the cache policy named by `spec` (`full`, ...). `WINDOW/STORE` composes a sink window
+/// with a compressed store (`sink:4+2044/gear:4`).
 pub fn build(spec: &str, geometry: &KvGeometry) -> Result<Box<dyn KvCache>> {
+    if spec.contains('/') {
+        return ferrite_gear::build(spec, geometry);
+    }
     let (name, _args) = spec.split_once(':').unwrap_or((spec, ""));
     match name {
         "full" if !spec.contains(':') => Ok(Box::new(FullCache::new(geometry))),

@@ -34,8 +34,8 @@ fn main() -> Result<()> {
     let mut v = vec![0f32; tokens * channels];
     let t0 = Instant::now();
     for _ in 0..reps {
-        store.materialise_into(true, &mut k, tokens);
-        store.materialise_into(false, &mut v, tokens);
+        store.materialise_into(true, &mut k, tokens, 0);
+        store.materialise_into(false, &mut v, tokens, 0);
         std::hint::black_box((&k, &v));
     }
     let reused = t0.elapsed().as_secs_f64() / reps as f64;

@@ -1,5 +1,5 @@
 //! Perplexity against KV-cache bytes, one labelled point per policy, from the JSON lines that
-//! `scripts/table.sh` writes (`label`, `ppl`, `kv_bytes_peak` per line).
+//! `scripts/table.sh` writes (`label` or `plot_label`, `ppl`, `kv_bytes_peak` per line).
 //!
 //! `cargo run --release -p ferrite-gear --example plot_ppl_vs_bytes -- RESULTS.jsonl OUT.png [TITLE]`
 
@@ -27,7 +27,8 @@ fn main() -> Result<()> {
             bail!("{input}:{}: needs ppl and kv_bytes_peak", i + 1);
         };
         let label = v
-            .get("label")
+            .get("plot_label")
+            .or_else(|| v.get("label"))
             .and_then(|x| x.as_str())
             .unwrap_or("?")
             .to_string();
@@ -44,7 +45,9 @@ fn main() -> Result<()> {
     if points.is_empty() {
         bail!("{input} holds no results");
     }
-    let max_mib = points.iter().map(|p| p.mib).fold(0.0, f64::max) * 1.15;
+    // Log axis: the exact f32 cache is ~10x the 2-bit ones.
+    let max_mib = points.iter().map(|p| p.mib).fold(0.0, f64::max) * 1.6;
+    let min_mib = points.iter().map(|p| p.mib).fold(f64::INFINITY, f64::min) * 0.8;
     let lo = points.iter().map(|p| p.ppl).fold(f64::INFINITY, f64::min);
     let hi = points
         .iter()
@@ -58,25 +61,31 @@ fn main() -> Result<()> {
         .margin(16)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_mib, (lo - pad)..(hi + pad))?;
+        .build_cartesian_2d((min_mib..max_mib).log_scale(), (lo - pad)..(hi + pad))?;
     chart
         .configure_mesh()
-        .x_desc("KV cache (MiB, peak)")
+        .x_desc("KV cache (MiB, peak, log scale)")
         .y_desc("perplexity")
         .draw()?;
+    // One series per policy, named in the legend (labels next to clustered points collide).
     for (i, p) in points.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        chart.draw_series(std::iter::once(Circle::new(
-            (p.mib, p.ppl),
-            6,
-            color.filled(),
-        )))?;
-        chart.draw_series(std::iter::once(Text::new(
-            p.label.clone(),
-            (p.mib, p.ppl),
-            ("sans-serif", 15).into_font().color(&BLACK),
-        )))?;
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                (p.mib, p.ppl),
+                6,
+                color.filled(),
+            )))?
+            .label(format!("{} ({:.2}, {:.1} MiB)", p.label, p.ppl, p.mib))
+            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
     root.present()
         .with_context(|| format!("cannot write {output}"))?;
     println!("wrote {output}");

@@ -9,7 +9,7 @@
 
 use crate::kivi::Backbone;
 use crate::low_rank::LowRank;
-use crate::outliers::Outliers;
+use crate::outliers::{Outliers, Tails};
 use crate::quantize::{HeadsView, QuantizedMatrix};
 use anyhow::{bail, Result};
 use rand::Rng;
@@ -21,12 +21,16 @@ pub struct GearConfig {
     pub backbone: Backbone,
     /// Outlier fraction `s` (0 = none).
     pub outlier: f64,
+    /// Outlier tails kept per stripe.
+    pub tails: Tails,
     /// Residual rank per head for blocks compressed while decoding (0 = none).
     pub rank: usize,
     /// Residual rank per head for blocks compressed during a multi-token prefill.
     pub prefill_rank: usize,
     /// Power-iteration loops.
     pub loops: usize,
+    /// Hold the exact streaming buffer in f16 (as an f16 runtime would) instead of f32.
+    pub exact_f16: bool,
 }
 
 impl GearConfig {
@@ -74,7 +78,8 @@ impl CompressedMatrix {
         rank: usize,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        let (outliers, mask) = Outliers::extract(x, rows, cols, config.outlier, is_key)?;
+        let (outliers, mask) =
+            Outliers::extract(x, rows, cols, config.outlier, config.tails, is_key)?;
         let mask = (!outliers.is_empty()).then_some(mask);
         let quant = config
             .backbone
@@ -189,9 +194,11 @@ mod tests {
         GearConfig {
             backbone: Backbone::kcvt(2).unwrap(),
             outlier,
+            tails: Tails::Both,
             rank,
             prefill_rank: rank,
             loops: 3,
+            exact_f16: false,
         }
     }
 

@@ -10,7 +10,8 @@
 //! - [`outliers`]: the sparse outliers;
 //! - [`low_rank`]: power iteration + QR for the residual;
 //! - [`gear`]: the composition of one block;
-//! - [`policy`]: the streaming store, the [`ferrite_llm::KvCache`] implementation and spec strings.
+//! - [`policy`]: the streaming store, the [`ferrite_llm::KvCache`] implementation and spec strings;
+//! - [`streaming`]: StreamingLLM's attention sinks over a compressed window (`sink:S+W/gear:B`).
 
 pub mod gear;
 pub mod kivi;
@@ -19,15 +20,22 @@ pub mod outliers;
 pub mod pack;
 pub mod policy;
 pub mod quantize;
+pub mod streaming;
 
 pub use gear::GearConfig;
 pub use policy::{CompressedStore, GearCache, GearSpec, MemoryBreakdown, PRESETS};
+pub use streaming::SinkGearCache;
 
 use anyhow::Result;
 use ferrite_llm::{KvCache, KvGeometry};
 
 /// Builds the compressed policy named by `spec` (`quant:4`, `kivi:2`, `gear:4`,
-/// `gear:bits=2,group=64,rank=4,outlier=0.02,buffer=64`, ...).
+/// `gear:bits=2,group=64,rank=4,outlier=0.02,buffer=64`, ...), or its composition with a sink
+/// window, `sink:S+W/gear:...` / `window:W/gear:...`.
 pub fn build(spec: &str, geometry: &KvGeometry) -> Result<Box<dyn KvCache>> {
+    if spec.contains('/') {
+        let (window, store) = streaming::parse_spec(spec)?;
+        return Ok(Box::new(SinkGearCache::new(window, store, geometry)?));
+    }
     Ok(Box::new(GearCache::new(GearSpec::parse(spec)?, geometry)?))
 }

@@ -7,11 +7,77 @@
 //! stripe of length `n` keeps its `k = max(1, ⌊s·n/2⌋)` largest and `k` smallest entries, about a
 //! fraction `s` of the block in all. Because every stripe keeps the same count, the stripe an
 //! entry belongs to is implied by its position in the list; only its offset inside the stripe
-//! (u16) and its value (f16) are stored.
+//! (u8 for stripes of up to 256 entries, else u16) and its value (f16) are stored.
+//!
+//! A leaner variant ([`Tails::Widest`], ours, not in the paper) keeps only the `k` entries of the
+//! one tail whose removal narrows the stripe's range `max − min` the most: the quantisation step
+//! of a per-channel/per-token group is set by that range, so this spends half the outlier bytes
+//! where they shrink the step.
 
 use crate::quantize::HeadsView;
 use anyhow::{bail, Result};
 use half::f16;
+
+/// Which tails of a stripe are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tails {
+    /// The `k` largest and the `k` smallest entries (GEAR).
+    Both,
+    /// The `k` entries of the one tail whose removal narrows the range most.
+    Widest,
+}
+
+impl Tails {
+    /// Tails kept per stripe.
+    pub fn count(self) -> usize {
+        match self {
+            Tails::Both => 2,
+            Tails::Widest => 1,
+        }
+    }
+}
+
+/// Offsets inside a stripe, one byte when stripes hold at most 256 entries.
+#[derive(Debug, Clone)]
+pub enum Offsets {
+    /// Stripes of up to 256 entries.
+    Narrow(Vec<u8>),
+    /// Longer stripes.
+    Wide(Vec<u16>),
+}
+
+impl Offsets {
+    fn with_capacity(stripe_len: usize, n: usize) -> Self {
+        if stripe_len <= 256 {
+            Offsets::Narrow(Vec::with_capacity(n))
+        } else {
+            Offsets::Wide(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, j: usize) {
+        match self {
+            Offsets::Narrow(o) => o.push(j as u8),
+            Offsets::Wide(o) => o.push(j as u16),
+        }
+    }
+
+    /// The `n`-th offset.
+    pub fn get(&self, n: usize) -> usize {
+        match self {
+            Offsets::Narrow(o) => o[n] as usize,
+            Offsets::Wide(o) => o[n] as usize,
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Offsets::Narrow(o) => o.capacity(),
+            Offsets::Wide(o) => 2 * o.capacity(),
+        }
+    }
+}
 
 /// Outliers of one `[rows, cols]` block.
 #[derive(Debug, Clone)]
@@ -20,8 +86,11 @@ pub struct Outliers {
     pub per_channel: bool,
     /// Entries kept per tail per stripe.
     pub per_tail: usize,
-    /// Offset of each entry inside its stripe; stripe `i` owns entries `[2k·i, 2k·(i+1))`.
-    pub offsets: Vec<u16>,
+    /// Tails kept per stripe.
+    pub tails: Tails,
+    /// Offset of each entry inside its stripe; stripe `i` owns entries
+    /// `[m·i, m·(i+1))`, `m = per_tail · tails.count()`.
+    pub offsets: Offsets,
     /// Exact (f16) value of each entry.
     pub values: Vec<f16>,
 }
@@ -42,6 +111,7 @@ impl Outliers {
         rows: usize,
         cols: usize,
         s: f64,
+        tails: Tails,
         per_channel: bool,
     ) -> Result<(Self, Vec<bool>)> {
         if !(0.0..0.5).contains(&s) {
@@ -64,8 +134,9 @@ impl Outliers {
             }
         };
         let mut mask = vec![false; rows * cols];
-        let mut offsets = Vec::with_capacity(n_stripes * 2 * k);
-        let mut values = Vec::with_capacity(n_stripes * 2 * k);
+        let per_stripe = k * tails.count();
+        let mut offsets = Offsets::with_capacity(len, n_stripes * per_stripe);
+        let mut values = Vec::with_capacity(n_stripes * per_stripe);
         let mut order: Vec<usize> = Vec::with_capacity(len);
         for stripe in 0..n_stripes {
             if k == 0 {
@@ -74,10 +145,18 @@ impl Outliers {
             order.clear();
             order.extend(0..len);
             order.sort_unstable_by(|&a, &b| x[at(stripe, a)].total_cmp(&x[at(stripe, b)]));
-            for &j in order[..k].iter().chain(&order[len - k..]) {
+            let v = |r: usize| x[at(stripe, order[r])];
+            // Entries taken from the bottom and from the top of the sorted stripe.
+            let (bottom, top) = match tails {
+                Tails::Both => (k, k),
+                // Range left after dropping the top k vs after dropping the bottom k.
+                Tails::Widest if v(len - 1 - k) - v(0) <= v(len - 1) - v(k) => (0, k),
+                Tails::Widest => (k, 0),
+            };
+            for &j in order[..bottom].iter().chain(&order[len - top..]) {
                 let i = at(stripe, j);
                 mask[i] = true;
-                offsets.push(j as u16);
+                offsets.push(j);
                 values.push(f16::from_f32(x[i]));
             }
         }
@@ -85,6 +164,7 @@ impl Outliers {
             Self {
                 per_channel,
                 per_tail: k,
+                tails,
                 offsets,
                 values,
             },
@@ -104,20 +184,19 @@ impl Outliers {
 
     /// Block coordinates `(t, c)` of every entry with its value.
     pub fn entries(&self) -> impl Iterator<Item = (usize, usize, f32)> + '_ {
-        let per_stripe = (2 * self.per_tail).max(1);
-        self.offsets
-            .iter()
-            .zip(&self.values)
-            .enumerate()
-            .map(move |(n, (&j, v))| {
+        let per_stripe = (self.tails.count() * self.per_tail).max(1);
+        self.values.iter().enumerate().map(move |(n, v)| {
+            let j = self.offsets.get(n);
+            {
                 let stripe = n / per_stripe;
                 let (t, c) = if self.per_channel {
-                    (j as usize, stripe)
+                    (j, stripe)
                 } else {
-                    (stripe, j as usize)
+                    (stripe, j)
                 };
                 (t, c, v.to_f32())
-            })
+            }
+        })
     }
 
     /// Overwrites the block's dequantised entries with the stored exact values.
@@ -130,7 +209,7 @@ impl Outliers {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        2 * self.offsets.capacity() + 2 * self.values.capacity()
+        self.offsets.heap_bytes() + 2 * self.values.capacity()
     }
 }
 
@@ -147,7 +226,7 @@ mod tests {
             -9.0, -8.0, -7.0, //
             0.5, 0.4, 0.3,
         ];
-        let (o, mask) = Outliers::extract(&x, 4, 3, 0.3, true)?;
+        let (o, mask) = Outliers::extract(&x, 4, 3, 0.3, Tails::Both, true)?;
         assert_eq!(o.per_tail, 1);
         assert_eq!(o.len(), 6);
         let mut got: Vec<_> = o.entries().map(|(t, c, _)| (t, c)).collect();
@@ -158,7 +237,7 @@ mod tests {
             assert_eq!(v, x[t * 3 + c]);
         }
         // Per token: token 1's max is channel 0, its min channel 2.
-        let (o, _) = Outliers::extract(&x, 4, 3, 0.5 - 1e-9, false)?;
+        let (o, _) = Outliers::extract(&x, 4, 3, 0.5 - 1e-9, Tails::Both, false)?;
         let token1: Vec<_> = o.entries().filter(|e| e.0 == 1).map(|e| e.1).collect();
         assert_eq!(token1, vec![2, 0]);
         Ok(())
@@ -167,13 +246,37 @@ mod tests {
     #[test]
     fn fraction_zero_keeps_nothing_and_counts_follow_s() -> Result<()> {
         let x: Vec<f32> = (0..64 * 192).map(|i| (i as f32 * 0.37).sin()).collect();
-        let (o, mask) = Outliers::extract(&x, 64, 192, 0.0, true)?;
+        let (o, mask) = Outliers::extract(&x, 64, 192, 0.0, Tails::Both, true)?;
         assert!(o.is_empty() && !mask.contains(&true));
         // The reference setting: s = 2% keeps 1 per tail per stripe for 64 and 192 entries.
         assert_eq!(per_tail(0.02, 64), 1);
         assert_eq!(per_tail(0.02, 192), 1);
         assert_eq!(per_tail(0.02, 4096), 40);
-        assert!(Outliers::extract(&x, 64, 192, 0.7, true).is_err());
+        assert!(Outliers::extract(&x, 64, 192, 0.7, Tails::Both, true).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn widest_tail_keeps_the_side_that_narrows_the_range_and_offsets_are_bytes() -> Result<()> {
+        // Channel 0: a far max (50) and a near min; channel 1: a far min (-40).
+        let x = vec![
+            0.0, 0.0, //
+            50.0, 1.0, //
+            -1.0, -40.0, //
+            2.0, 3.0,
+        ];
+        let (o, mask) = Outliers::extract(&x, 4, 2, 0.3, Tails::Widest, true)?;
+        let got: Vec<_> = o.entries().collect();
+        assert_eq!(got, vec![(1, 0, 50.0), (2, 1, -40.0)]);
+        assert_eq!(mask.iter().filter(|&&m| m).count(), 2);
+        // Two entries: one byte of offset and two of value each.
+        assert!(matches!(o.offsets, Offsets::Narrow(_)));
+        assert_eq!(o.heap_bytes(), 2 + 4);
+        // Stripes longer than 256 entries need two-byte offsets.
+        let long: Vec<f32> = (0..300).map(|i| (i as f32 * 0.1).sin()).collect();
+        let (o, _) = Outliers::extract(&long, 300, 1, 0.02, Tails::Both, true)?;
+        assert!(matches!(o.offsets, Offsets::Wide(_)));
+        assert_eq!(o.heap_bytes(), 6 * 2 + 6 * 2);
         Ok(())
     }
 }

@@ -16,8 +16,9 @@
 //!
 //! Spec strings (`--kv`): `quant:B`, `kivi:B`, `gear:B`, each optionally followed by
 //! `,key=value` overrides, or only `key=value` pairs: `bits`, `group` (0 = whole block: KCVT),
-//! `outlier`, `rank`, `prefill_rank`, `loops`, `buffer`, `seed`. The three names are presets of
-//! the same policy:
+//! `outlier`, `tails` (2: both tails per stripe, 1: the widest), `rank`, `prefill_rank`, `loops`,
+//! `buffer`, `exact` (`f32` or `f16` buffer), `seed`. The three names are presets of the same
+//! policy:
 //! - `quant:B` — KCVT backbone (keys per channel over the block, values per token over all heads);
 //! - `kivi:B`  — KIVI backbone, groups of 64;
 //! - `gear:B`  — KCVT for B ≥ 4, KIVI groups of 64 below, + outliers s = 2 % + rank 2 (decode) /
@@ -27,11 +28,13 @@
 
 use crate::gear::{CompressedMatrix, GearConfig};
 use crate::kivi::Backbone;
+use crate::outliers::Tails;
 use crate::quantize::HeadsView;
 use anyhow::{anyhow, bail, Result};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use ferrite_llm::kv_cache::{KvCache, KvGeometry};
 use ferrite_llm::rope::RopeAngles;
+use half::f16;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::VecDeque;
@@ -68,9 +71,11 @@ impl GearSpec {
             config: GearConfig {
                 backbone,
                 outlier,
+                tails: Tails::Both,
                 rank,
                 prefill_rank,
                 loops: 3,
+                exact_f16: false,
             },
             buffer: 64,
             seed: 0,
@@ -126,6 +131,20 @@ impl GearSpec {
                     s.config.prefill_rank = int()?;
                     prefill_given = true;
                 }
+                "tails" => {
+                    s.config.tails = match value {
+                        "2" => Tails::Both,
+                        "1" => Tails::Widest,
+                        _ => return Err(bad(format!("tails=`{value}` must be 1 or 2"))),
+                    }
+                }
+                "exact" => {
+                    s.config.exact_f16 = match value {
+                        "f32" => false,
+                        "f16" => true,
+                        _ => return Err(bad(format!("exact=`{value}` must be f32 or f16"))),
+                    }
+                }
                 "loops" => s.config.loops = int()?,
                 "buffer" => s.buffer = int()?,
                 "seed" => s.seed = int()? as u64,
@@ -142,19 +161,39 @@ impl GearSpec {
         Ok(s)
     }
 
+    /// One [`CompressedStore`] per layer of a model of this geometry (layer `l` seeded with
+    /// `seed + l`).
+    pub fn stores(&self, geometry: &KvGeometry) -> Result<Vec<CompressedStore>> {
+        let channels = geometry.n_kv_head * geometry.head_dim;
+        (0..geometry.n_layer)
+            .map(|l| {
+                CompressedStore::new(
+                    self.config.clone(),
+                    self.buffer,
+                    channels,
+                    geometry.head_dim,
+                    self.seed.wrapping_add(l as u64),
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| anyhow!("bad --kv spec `{}`: {e}", self.to_spec()))
+    }
+
     /// The canonical spec string (every parameter spelled out).
     pub fn to_spec(&self) -> String {
         let c = &self.config;
         format!(
-            "{}:bits={},group={},outlier={},rank={},prefill_rank={},loops={},buffer={},seed={}",
+            "{}:bits={},group={},outlier={},tails={},rank={},prefill_rank={},loops={},buffer={},exact={},seed={}",
             self.name,
             c.backbone.bits,
             c.backbone.group,
             c.outlier,
+            c.tails.count(),
             c.rank,
             c.prefill_rank,
             c.loops,
             self.buffer,
+            if c.exact_f16 { "f16" } else { "f32" },
             self.seed
         )
     }
@@ -202,6 +241,75 @@ impl MemoryBreakdown {
     }
 }
 
+/// The exact rows of the streaming buffer, `[tokens, channels]` row-major, in f32 or f16.
+#[derive(Debug)]
+enum ExactRows {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl ExactRows {
+    fn new(f16: bool, capacity: usize) -> Self {
+        if f16 {
+            ExactRows::F16(Vec::with_capacity(capacity))
+        } else {
+            ExactRows::F32(Vec::with_capacity(capacity))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ExactRows::F32(x) => x.len(),
+            ExactRows::F16(x) => x.len(),
+        }
+    }
+
+    fn extend(&mut self, x: &[f32]) {
+        match self {
+            ExactRows::F32(b) => b.extend_from_slice(x),
+            ExactRows::F16(b) => b.extend(x.iter().map(|&v| f16::from_f32(v))),
+        }
+    }
+
+    /// Entries `[from, from + n)` as f32.
+    fn to_f32(&self, from: usize, n: usize) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            ExactRows::F32(b) => std::borrow::Cow::Borrowed(&b[from..from + n]),
+            ExactRows::F16(b) => {
+                std::borrow::Cow::Owned(b[from..from + n].iter().map(|v| v.to_f32()).collect())
+            }
+        }
+    }
+
+    /// Drops the first `n` entries, keeping room for `keep`.
+    fn drop_front(&mut self, n: usize, keep: usize) {
+        match self {
+            ExactRows::F32(b) => {
+                b.drain(..n);
+                b.shrink_to(keep);
+            }
+            ExactRows::F16(b) => {
+                b.drain(..n);
+                b.shrink_to(keep);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            ExactRows::F32(b) => b.clear(),
+            ExactRows::F16(b) => b.clear(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            ExactRows::F32(b) => 4 * b.capacity(),
+            ExactRows::F16(b) => 2 * b.capacity(),
+        }
+    }
+}
+
 /// One layer's compressed K/V: a queue of compressed blocks, oldest first, and the exact buffer
 /// of the newest tokens. Rows are tokens, columns the KV heads side by side.
 #[derive(Debug)]
@@ -211,8 +319,8 @@ pub struct CompressedStore {
     channels: usize,
     head_dim: usize,
     blocks: VecDeque<CompressedBlock>,
-    k_buf: Vec<f32>,
-    v_buf: Vec<f32>,
+    k_buf: ExactRows,
+    v_buf: ExactRows,
     rng: StdRng,
 }
 
@@ -229,14 +337,18 @@ impl CompressedStore {
             bail!("{channels} channels are not whole heads of {head_dim}");
         }
         config.check(block, channels, head_dim)?;
+        let (k_buf, v_buf) = (
+            ExactRows::new(config.exact_f16, block * channels),
+            ExactRows::new(config.exact_f16, block * channels),
+        );
         Ok(Self {
             config,
             block,
             channels,
             head_dim,
             blocks: VecDeque::new(),
-            k_buf: Vec::with_capacity(block * channels),
-            v_buf: Vec::with_capacity(block * channels),
+            k_buf,
+            v_buf,
             rng: StdRng::seed_from_u64(seed),
         })
     }
@@ -273,8 +385,8 @@ impl CompressedStore {
         if k.len() != v.len() || !k.len().is_multiple_of(self.channels) {
             bail!("keys and values must both be [tokens, {}]", self.channels);
         }
-        self.k_buf.extend_from_slice(k);
-        self.v_buf.extend_from_slice(v);
+        self.k_buf.extend(k);
+        self.v_buf.extend(v);
         let rank = if prefill {
             self.config.prefill_rank
         } else {
@@ -283,11 +395,11 @@ impl CompressedStore {
         let n = self.block * self.channels;
         let mut done = 0;
         while self.k_buf.len() - done > n {
-            let kb = &self.k_buf[done..done + n];
-            let vb = &self.v_buf[done..done + n];
+            let kb = self.k_buf.to_f32(done, n);
+            let vb = self.v_buf.to_f32(done, n);
             let (c, hd) = (self.channels, self.head_dim);
             let k = CompressedMatrix::compress(
-                kb,
+                &kb,
                 self.block,
                 c,
                 hd,
@@ -297,7 +409,7 @@ impl CompressedStore {
                 &mut self.rng,
             )?;
             let v = CompressedMatrix::compress(
-                vb,
+                &vb,
                 self.block,
                 c,
                 hd,
@@ -310,10 +422,8 @@ impl CompressedStore {
             done += n;
         }
         if done > 0 {
-            self.k_buf.drain(..done);
-            self.v_buf.drain(..done);
-            self.k_buf.shrink_to(n);
-            self.v_buf.shrink_to(n);
+            self.k_buf.drop_front(done, n);
+            self.v_buf.drop_front(done, n);
         }
         Ok(())
     }
@@ -332,18 +442,18 @@ impl CompressedStore {
     pub fn materialise(&self) -> (Vec<f32>, Vec<f32>) {
         let size = self.len() * self.channels;
         let (mut k, mut v) = (vec![0f32; size], vec![0f32; size]);
-        self.materialise_into(true, &mut k, self.len());
-        self.materialise_into(false, &mut v, self.len());
+        self.materialise_into(true, &mut k, self.len(), 0);
+        self.materialise_into(false, &mut v, self.len(), 0);
         (k, v)
     }
 
-    /// Dequantises the keys (`is_key`) or values into rows `0..len` of `out`, a
-    /// `[n_kv_head, rows, head_dim]` row-major buffer with `rows >= len`.
-    pub fn materialise_into(&self, is_key: bool, out: &mut [f32], rows: usize) {
+    /// Dequantises the keys (`is_key`) or values into rows `first_row..first_row + len` of
+    /// `out`, a `[n_kv_head, rows, head_dim]` row-major buffer with `rows >= first_row + len`.
+    pub fn materialise_into(&self, is_key: bool, out: &mut [f32], rows: usize, first_row: usize) {
         let mut view = HeadsView {
             out,
             total: rows,
-            row0: 0,
+            row0: first_row,
             head_dim: self.head_dim,
         };
         for b in &self.blocks {
@@ -351,13 +461,13 @@ impl CompressedStore {
             view.row0 += self.block;
         }
         let buf = if is_key { &self.k_buf } else { &self.v_buf };
-        view.write_dense(buf, self.buffered(), self.channels);
+        view.write_dense(&buf.to_f32(0, buf.len()), self.buffered(), self.channels);
     }
 
     /// Bytes held, by component.
     pub fn breakdown(&self) -> MemoryBreakdown {
         let mut m = MemoryBreakdown {
-            buffer: 4 * (self.k_buf.capacity() + self.v_buf.capacity()),
+            buffer: self.k_buf.heap_bytes() + self.v_buf.heap_bytes(),
             metadata: self.blocks.capacity() * std::mem::size_of::<CompressedBlock>(),
             ..Default::default()
         };
@@ -397,7 +507,7 @@ pub struct GearCache {
     n_kv_head: usize,
     head_dim: usize,
     positions: ferrite_llm::kv_cache::TextPositions,
-    scratch: Option<(Tensor, Tensor)>,
+    scratch: Scratch,
 }
 
 impl GearCache {
@@ -406,26 +516,14 @@ impl GearCache {
         if !geometry.device.is_cpu() {
             bail!("the compressed KV cache runs on the CPU only");
         }
-        let channels = geometry.n_kv_head * geometry.head_dim;
-        let stores = (0..geometry.n_layer)
-            .map(|l| {
-                CompressedStore::new(
-                    spec.config.clone(),
-                    spec.buffer,
-                    channels,
-                    geometry.head_dim,
-                    spec.seed.wrapping_add(l as u64),
-                )
-            })
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| anyhow!("bad --kv spec `{}`: {e}", spec.to_spec()))?;
+        let stores = spec.stores(geometry)?;
         Ok(Self {
             spec,
             stores,
             n_kv_head: geometry.n_kv_head,
             head_dim: geometry.head_dim,
             positions: ferrite_llm::kv_cache::TextPositions::new(geometry.max_tokens),
-            scratch: None,
+            scratch: Scratch::default(),
         })
     }
 
@@ -466,27 +564,63 @@ impl GearCache {
     /// in turn (one layer's worth, grown in chunks of [`SCRATCH_CHUNK`] tokens). Not part of
     /// [`KvCache::heap_bytes`], which counts what is stored.
     pub fn scratch_bytes(&self) -> usize {
-        self.scratch
-            .as_ref()
-            .map_or(0, |(k, v)| 4 * (k.elem_count() + v.elem_count()))
+        self.scratch.heap_bytes()
     }
+}
 
-    /// The scratch K and V, grown to hold `total` tokens.
-    fn scratch(&mut self, total: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-        let cap = self
-            .scratch
-            .as_ref()
-            .map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
-        if total > cap || self.scratch.is_none() {
-            let rows = total.div_ceil(SCRATCH_CHUNK) * SCRATCH_CHUNK;
-            let shape = (self.n_kv_head, rows, self.head_dim);
-            self.scratch = Some((
+/// The f32 K and V `[n_kv_head, rows, head_dim]` one layer is dequantised into, reused by every
+/// layer and every step, grown in chunks of [`SCRATCH_CHUNK`] rows.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl Scratch {
+    /// The scratch K and V, grown to hold at least `rows` rows.
+    pub(crate) fn get(
+        &mut self,
+        rows: usize,
+        n_kv_head: usize,
+        head_dim: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let cap = self.kv.as_ref().map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
+        if rows > cap || self.kv.is_none() {
+            let rows = rows.div_ceil(SCRATCH_CHUNK).max(1) * SCRATCH_CHUNK;
+            let shape = (n_kv_head, rows, head_dim);
+            self.kv = Some((
                 Tensor::zeros(shape, DType::F32, device)?,
                 Tensor::zeros(shape, DType::F32, device)?,
             ));
         }
-        Ok(self.scratch.clone().expect("allocated above"))
+        Ok(self.kv.clone().expect("allocated above"))
     }
+
+    /// Bytes allocated.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.kv
+            .as_ref()
+            .map_or(0, |(k, v)| 4 * (k.elem_count() + v.elem_count()))
+    }
+}
+
+/// Dequantises `store` into rows `first_row..first_row + store.len()` of the scratch K and V, in
+/// place.
+pub(crate) fn materialise_layer(
+    store: &CompressedStore,
+    (sk, sv): &(Tensor, Tensor),
+    first_row: usize,
+) -> Result<()> {
+    let rows = sk.dim(1)?;
+    for (t, is_key) in [(sk, true), (sv, false)] {
+        t.inplace_op1(&Materialise {
+            store,
+            is_key,
+            rows,
+            first_row,
+        })?;
+    }
+    Ok(())
 }
 
 /// Tokens added to the scratch K/V at a time.
@@ -497,6 +631,7 @@ struct Materialise<'a> {
     store: &'a CompressedStore,
     is_key: bool,
     rows: usize,
+    first_row: usize,
 }
 
 impl InplaceOp1 for Materialise<'_> {
@@ -509,13 +644,14 @@ impl InplaceOp1 for Materialise<'_> {
             return Err(candle_core::Error::Msg("gear scratch must be f32".into()));
         };
         let out = &mut data[layout.start_offset()..];
-        self.store.materialise_into(self.is_key, out, self.rows);
+        self.store
+            .materialise_into(self.is_key, out, self.rows, self.first_row);
         Ok(())
     }
 }
 
 /// `x: [heads, t, head_dim]` as `[t, heads · head_dim]` row-major f32.
-fn token_major(x: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn token_major(x: &Tensor) -> Result<Vec<f32>> {
     let (h, t, d) = x.dims3()?;
     let flat = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; flat.len()];
@@ -555,19 +691,10 @@ impl KvCache for GearCache {
         let v = token_major(v)?;
         store.append(&k, &v, t > 1)?;
         let total = store.len();
-        let (sk, sv) = self.scratch(total, &device)?;
-        let store = &self.stores[layer];
-        let rows = sk.dim(1)?;
-        sk.inplace_op1(&Materialise {
-            store,
-            is_key: true,
-            rows,
-        })?;
-        sv.inplace_op1(&Materialise {
-            store,
-            is_key: false,
-            rows,
-        })?;
+        let (sk, sv) = self
+            .scratch
+            .get(total, self.n_kv_head, self.head_dim, &device)?;
+        materialise_layer(&self.stores[layer], &(sk.clone(), sv.clone()), 0)?;
         Ok((sk.narrow(1, 0, total)?, sv.narrow(1, 0, total)?))
     }
 

@@ -148,3 +148,139 @@ fn specs_that_do_not_fit_the_model_are_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// `n` token ids of repeated text.
+fn ids(m: &LoadedModel, n: usize) -> Result<Vec<u32>> {
+    let mut ids = m.tokenizer.encode(&TEXT.repeat(n / 40 + 2))?;
+    ids.truncate(n);
+    assert_eq!(ids.len(), n);
+    Ok(ids)
+}
+
+fn nll(m: &LoadedModel, ids: &[u32], cache: &mut dyn KvCache) -> Result<Vec<f64>> {
+    Ok(perplexity::streaming(&m.model, ids, cache, &mut |_, _| {})?.nll)
+}
+
+#[test]
+fn sink_window_over_gear_is_the_plain_store_while_the_text_fits() -> Result<()> {
+    let m = tiny("sink-gear-fits")?;
+    let g = m.model.kv_geometry();
+    // 100 tokens fit 4 sinks + a window of 100: nothing is evicted.
+    let ids = ids(&m, 100)?;
+    let plain = nll(&m, &ids, build("gear:4,buffer=16", &g)?.as_mut())?;
+    let mut composed = build("sink:4+100/gear:4,buffer=16", &g)?;
+    assert_eq!(nll(&m, &ids, composed.as_mut())?, plain);
+    assert_eq!(composed.len(), 99); // the last token is only predicted
+    Ok(())
+}
+
+#[test]
+fn sink_window_over_8_bits_tracks_the_sink_cache_far_past_the_context() -> Result<()> {
+    let m = tiny("sink-gear-8bit")?;
+    let g = m.model.kv_geometry();
+    let ids = ids(&m, 400)?; // context of the tiny model: 128
+    let exact = nll(
+        &m,
+        &ids,
+        ferrite_streaming::build("sink:4+60", &g)?.as_mut(),
+    )?;
+    let gap = |spec: &str| -> Result<f64> {
+        let got = nll(&m, &ids, build(spec, &g)?.as_mut())?;
+        assert_eq!(got.len(), exact.len());
+        // Mean gap over the predictions after the first eviction.
+        Ok(got[64..]
+            .iter()
+            .zip(&exact[64..])
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / (got.len() - 64) as f64)
+    };
+    let q8 = gap("sink:4+60/quant:8,buffer=16")?;
+    let q2 = gap("sink:4+60/kivi:2,buffer=16,group=16")?;
+    // Without the sinks' shift the model would see them at the wrong distance.
+    let no_sinks = gap("window:64/quant:8,buffer=16")?;
+    assert!(q8 < 0.01, "8-bit mean NLL gap {q8}");
+    assert!(
+        q2 > q8 && no_sinks > q8,
+        "2-bit {q2}, no sinks {no_sinks}, 8-bit {q8}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sink_window_over_gear_streams_at_bounded_bytes() -> Result<()> {
+    let m = tiny("sink-gear-bytes")?;
+    let g = m.model.kv_geometry();
+    let ids = ids(&m, 600)?;
+    let cache = build("sink:4+60/gear:4,buffer=16", &g)?;
+    let mut metered = ferrite_streaming::Metered::new(cache);
+    let r = perplexity::streaming(&m.model, &ids, &mut metered, &mut |_, _| {})?;
+    assert!(r.ppl.is_finite());
+    assert_eq!(metered.len(), 64);
+    let bytes = metered.bytes();
+    // Full from token 65 on: the store then holds 60..75 tokens, so its bytes cycle by one
+    // block of every layer and never grow.
+    let after = &bytes[100..];
+    let (lo, hi) = (after.iter().min().unwrap(), after.iter().max().unwrap());
+    let head = &bytes[100..300];
+    assert_eq!(head.iter().max(), Some(hi), "bytes grew: {hi}");
+    let store = GearCache::new(GearSpec::parse("gear:4,buffer=16,prefill_rank=2")?, &g)?;
+    let block = {
+        let mut one = store;
+        let angles = Rope::new(10_000.0, g.head_dim, RopeStyle::HalfSplit, &Device::Cpu)
+            .angles(&(0..17).collect::<Vec<_>>())?;
+        one.begin_step(17)?;
+        let x = Tensor::randn(0f32, 1.0, (g.n_kv_head, 17, g.head_dim), &Device::Cpu)?;
+        for layer in 0..g.n_layer {
+            one.update(layer, &x, &x, &angles)?;
+        }
+        let b = one.breakdown();
+        b.codes + b.scales + b.outliers + b.low_rank
+    };
+    // Two footprints, n or n + 1 blocks per layer: they differ by one block's payload plus its
+    // record (the low-rank list's allocation).
+    let mut distinct = after.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "{distinct:?}");
+    assert!(
+        hi - lo >= block && 2 * (hi - lo) < 3 * block,
+        "bytes vary by {} for a block of {block}",
+        hi - lo
+    );
+    // A fraction of the exact sink cache of the same size.
+    let exact = ferrite_streaming::build("sink:4+60", &g)?;
+    let mut exact = ferrite_streaming::Metered::new(exact);
+    perplexity::streaming(&m.model, &ids[..100], &mut exact, &mut |_, _| {})?;
+    assert!(*hi < exact.heap_bytes(), "{hi} vs {}", exact.heap_bytes());
+    Ok(())
+}
+
+#[test]
+fn chat_over_a_compressed_window_goes_on_past_the_context() -> Result<()> {
+    use ferrite_llm::generate::generate;
+    use ferrite_llm::sampling::{Sampler, SamplingParams};
+    let m = tiny("sink-gear-chat")?;
+    let mut cache = build("sink:4+44/gear:4,buffer=16", &m.model.kv_geometry())?;
+    let mut sampler = Sampler::new(SamplingParams {
+        temperature: 0.8,
+        ..Default::default()
+    });
+    let mut total = 0;
+    for round in 0..16 {
+        let prompt = m.tokenizer.encode(&format!("r{round} the cat"))?;
+        let out = generate(
+            &m.model,
+            &m.tokenizer,
+            cache.as_mut(),
+            &prompt,
+            30,
+            &mut sampler,
+            &mut |_| {},
+        )?;
+        total += prompt.len() + out.tokens.len();
+        assert!(cache.len() <= 48);
+    }
+    assert!(total > 3 * 128, "only {total} tokens streamed");
+    Ok(())
+}

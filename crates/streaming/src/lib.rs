@@ -12,7 +12,7 @@ pub mod curve;
 pub mod recompute;
 pub mod sink;
 
-pub use sink::{Rotation, SinkCache, SinkConfig};
+pub use sink::{Rotation, SinkCache, SinkConfig, SinkShift};
 
 use anyhow::{bail, Context, Result};
 use ferrite_llm::kv_cache::{KvCache, KvGeometry};

@@ -113,10 +113,8 @@ pub struct SinkCache {
     head_dim: usize,
     device: Device,
     layers: Vec<Option<LayerStore>>,
-    /// `R(-D_j)` for each sink `j`, as right-multipliers of row vectors
-    /// `[S, head_dim, head_dim]`, and which of them have been captured.
-    unshift: Option<Tensor>,
-    unshift_ready: Vec<bool>,
+    /// The sinks' rotations `R(-D_j)` (incremental rotation).
+    shift: SinkShift,
     sinks_held: usize,
     /// Ring index of the oldest window entry, and window entries held.
     head: usize,
@@ -158,8 +156,7 @@ impl SinkCache {
             head_dim: geometry.head_dim,
             device: geometry.device.clone(),
             layers: (0..geometry.n_layer).map(|_| None).collect(),
-            unshift: None,
-            unshift_ready: vec![false; config.sinks],
+            shift: SinkShift::new(config.sinks, held, geometry.head_dim, &geometry.device),
             sinks_held: 0,
             head: 0,
             win_len: 0,
@@ -231,18 +228,65 @@ impl SinkCache {
             shifted_ready: false,
         })
     }
+}
+
+/// Writes rows `[from, from + n)` of `src` into `dst` at slot `at` along dim 1.
+fn write_rows(dst: &Tensor, src: &Tensor, from: usize, n: usize, at: usize) -> Result<()> {
+    if n > 0 {
+        dst.slice_set(&src.narrow(1, from, n)?.contiguous()?, 1, at)?;
+    }
+    Ok(())
+}
+
+/// The `O(S)` sink rotation of the module docs, for any cache that keeps its `S` sinks exact in
+/// front of a window whose newest token sits at in-cache position `held - 1`: sink `j` sits the
+/// constant distance `D_j = held - 1 - j` before it, is stored as `R(-D_j) k_j` ([`Self::shift`])
+/// and is rotated each step with the newest token's own angles ([`Self::rotate_to_newest`]).
+/// The rotations `R(-D_j)` are captured from the model's own angles as positions `D_j` go by
+/// ([`Self::capture`]), before the window first evicts. Shared by [`SinkCache`] and the
+/// compressed window of `ferrite-gear`.
+#[derive(Debug, Clone)]
+pub struct SinkShift {
+    sinks: usize,
+    held: usize,
+    head_dim: usize,
+    device: Device,
+    /// `R(-D_j)` for each sink `j`, as right-multipliers of row vectors
+    /// `[S, head_dim, head_dim]`, and which of them have been captured.
+    unshift: Option<Tensor>,
+    ready: Vec<bool>,
+}
+
+impl SinkShift {
+    /// Rotations for `sinks` sinks in front of a window, `held` tokens in all once full.
+    pub fn new(sinks: usize, held: usize, head_dim: usize, device: &Device) -> Self {
+        Self {
+            sinks,
+            held,
+            head_dim,
+            device: device.clone(),
+            unshift: None,
+            ready: vec![false; sinks],
+        }
+    }
 
     /// Records `R(-D_j)` for every sink `j` whose in-cache distance `D_j` is among this step's
     /// positions, by rotating an identity matrix with the step's own angles.
-    fn capture_unshift(&mut self, angles: &RopeAngles) -> Result<()> {
-        let (s, ring, d) = (self.config.sinks, self.ring(), self.head_dim);
+    pub fn capture(&mut self, angles: &RopeAngles) -> Result<()> {
+        let (s, d) = (self.sinks, self.head_dim);
+        if s == 0 {
+            return Ok(());
+        }
+        if self.unshift.is_none() {
+            self.unshift = Some(Tensor::zeros((s, d, d), DType::F32, &self.device)?);
+        }
         let wanted: Vec<(usize, usize)> = angles
             .positions()
             .iter()
             .enumerate()
             .filter_map(|(row, &p)| {
-                let j = (s + ring - 1).checked_sub(p)?;
-                (j < s && !self.unshift_ready[j]).then_some((row, j))
+                let j = (self.held - 1).checked_sub(p)?;
+                (j < s && !self.ready[j]).then_some((row, j))
             })
             .collect();
         if wanted.is_empty() {
@@ -255,40 +299,49 @@ impl SinkCache {
             .contiguous()?;
         // Row i of the rotated identity is e_i R(p)ᵀ (row-vector form); its transpose undoes it.
         let rotated = angles.rotate(&eye)?;
-        let unshift = self
-            .unshift
-            .as_ref()
-            .context("allocated with the first layer")?;
+        let unshift = self.unshift.as_ref().context("allocated above")?;
         for (row, j) in wanted {
             let y = rotated.narrow(1, row, 1)?.squeeze(1)?;
             unshift.slice_set(&y.t()?.contiguous()?.unsqueeze(0)?, 0, j)?;
-            self.unshift_ready[j] = true;
+            self.ready[j] = true;
         }
         Ok(())
     }
 
-    /// Sink keys `R(-D_j) k_j` of a layer, `[n_kv_head, S, head_dim]`.
-    fn shifted_sinks(&self, store: &LayerStore) -> Result<Tensor> {
-        let raw = store
-            .sink_raw
-            .as_ref()
-            .context("sink keys before RoPE are missing")?;
+    /// Sink keys before RoPE `raw: [n_kv_head, S, head_dim]` shifted back by their in-cache
+    /// distance, `R(-D_j) k_j`.
+    pub fn shift(&self, raw: &Tensor) -> Result<Tensor> {
         let unshift = match &self.unshift {
-            Some(u) if self.unshift_ready.iter().all(|&r| r) => u,
+            Some(u) if self.ready.iter().all(|&r| r) => u,
             _ => bail!("sink rotations were not captured before the first eviction"),
         };
         // [S, h, d] x [S, d, d]: each sink through its own rotation.
         let shifted = raw.transpose(0, 1)?.contiguous()?.matmul(unshift)?;
         Ok(shifted.transpose(0, 1)?.contiguous()?)
     }
-}
 
-/// Writes rows `[from, from + n)` of `src` into `dst` at slot `at` along dim 1.
-fn write_rows(dst: &Tensor, src: &Tensor, from: usize, n: usize, at: usize) -> Result<()> {
-    if n > 0 {
-        dst.slice_set(&src.narrow(1, from, n)?.contiguous()?, 1, at)?;
+    /// Shifted sinks `[n_kv_head, S, head_dim]` rotated with the angles of the step's newest
+    /// (last) token: `R(p_last) R(-D_j) k_j`.
+    pub fn rotate_to_newest(shifted: &Tensor, angles: &RopeAngles) -> Result<Tensor> {
+        let (h, s, d) = shifted.dims3()?;
+        let t = angles.positions().len();
+        let x = shifted
+            .reshape((h * s, 1, d))?
+            .broadcast_as((h * s, t, d))?
+            .contiguous()?;
+        Ok(angles.rotate(&x)?.narrow(1, t - 1, 1)?.reshape((h, s, d))?)
     }
-    Ok(())
+
+    /// Bytes of the captured rotations.
+    pub fn heap_bytes(&self) -> usize {
+        self.unshift.as_ref().map_or(0, |u| u.elem_count() * 4)
+    }
+
+    /// Forgets the captured rotations.
+    pub fn reset(&mut self) {
+        self.unshift = None;
+        self.ready.iter_mut().for_each(|r| *r = false);
+    }
 }
 
 impl KvCache for SinkCache {
@@ -358,12 +411,8 @@ impl KvCache for SinkCache {
             self.layers[layer] = Some(self.allocate()?);
         }
         let incremental = matches!(self.rotation, Rotation::Incremental);
-        if incremental && self.config.sinks > 0 {
-            if self.unshift.is_none() {
-                let (s, d) = (self.config.sinks, self.head_dim);
-                self.unshift = Some(Tensor::zeros((s, d, d), DType::F32, &self.device)?);
-            }
-            self.capture_unshift(new_angles)?;
+        if incremental {
+            self.shift.capture(new_angles)?;
         }
         let (s, ring) = (self.config.sinks, self.ring());
         let k = k.to_dtype(DType::F32)?;
@@ -392,7 +441,11 @@ impl KvCache for SinkCache {
         // Sinks move to sit just before the window: R(p_last) R(-D_j) k_j.
         if incremental && s > 0 && self.evicted > 0 {
             if !store.shifted_ready {
-                let shifted = self.shifted_sinks(store)?;
+                let raw = store
+                    .sink_raw
+                    .as_ref()
+                    .context("sink keys before RoPE are missing")?;
+                let shifted = self.shift.shift(raw)?;
                 let st = self.layers[layer].as_mut().context("allocated above")?;
                 st.sink_shifted
                     .as_ref()
@@ -402,16 +455,9 @@ impl KvCache for SinkCache {
             }
             let store = self.layers[layer].as_ref().context("allocated above")?;
             let shifted = store.sink_shifted.as_ref().context("computed above")?;
-            let (h, d) = (self.n_kv_head, self.head_dim);
-            let x = shifted
-                .reshape((h * s, 1, d))?
-                .broadcast_as((h * s, t, d))?
-                .contiguous()?;
-            let y = new_angles
-                .rotate(&x)?
-                .narrow(1, t - 1, 1)?
-                .reshape((h, s, d))?;
-            store.k.slice_set(&y, 1, 0)?;
+            store
+                .k
+                .slice_set(&SinkShift::rotate_to_newest(shifted, new_angles)?, 1, 0)?;
         }
         let store = self.layers[layer].as_ref().context("allocated above")?;
         let len = self.len();
@@ -450,13 +496,12 @@ impl KvCache for SinkCache {
                     + l.sink_shifted.as_ref().map_or(0, tensor)
             })
             .sum();
-        layers + self.unshift.as_ref().map_or(0, tensor)
+        layers + self.shift.heap_bytes()
     }
 
     fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
-        self.unshift = None;
-        self.unshift_ready.iter_mut().for_each(|r| *r = false);
+        self.shift.reset();
         self.sinks_held = 0;
         self.head = 0;
         self.win_len = 0;
