@@ -1,0 +1,144 @@
+//! The AVX2 kernel shared by the bitmap and the 2:4 layouts: both keep one code byte per 8
+//! columns, from which a table gives the permutation that scatters the packed values of those
+//! 8 columns to their lanes (`vpermps`) and which lanes hold a value at all. The expanded 8
+//! weights then meet 8 contiguous inputs with one FMA, so the inputs are read sequentially and
+//! only the stored values are read from memory (the decode bottleneck).
+//!
+//! Bitmap: code = the 8 mask bits, lane `j` takes value `popcount(code & (2^j − 1))`, the code
+//! consumes `popcount(code)` values. 2:4: code = the four 2-bit indices of two groups, the code
+//! consumes 4 values.
+
+/// Per code byte: for each of the 8 lanes, the index of the packed value it takes, and a bit
+/// per lane saying whether it takes one.
+pub(crate) struct ExpandTable {
+    /// `perm[code][lane]`: index among the code's packed values.
+    pub perm: [[u32; 8]; 256],
+    /// `lanes[code]`: bit `j` set when lane `j` holds a value.
+    pub lanes: [u8; 256],
+    /// `advance[code]`: packed values the code consumes.
+    pub advance: [u8; 256],
+}
+
+const fn bitmap_table() -> ExpandTable {
+    let mut t = ExpandTable {
+        perm: [[0; 8]; 256],
+        lanes: [0; 256],
+        advance: [0; 256],
+    };
+    let mut code = 0;
+    while code < 256 {
+        let mut j = 0;
+        let mut k = 0u32;
+        while j < 8 {
+            t.perm[code][j] = k;
+            if code & (1 << j) != 0 {
+                k += 1;
+            }
+            j += 1;
+        }
+        t.lanes[code] = code as u8;
+        t.advance[code] = k as u8;
+        code += 1;
+    }
+    t
+}
+
+const fn nm24_table() -> ExpandTable {
+    let mut t = ExpandTable {
+        perm: [[0; 8]; 256],
+        lanes: [0; 256],
+        advance: [4; 256],
+    };
+    let mut code = 0;
+    while code < 256 {
+        let mut slot = 0;
+        while slot < 4 {
+            let lane = (slot / 2) * 4 + ((code >> (2 * slot)) & 3);
+            t.perm[code][lane] = slot as u32;
+            t.lanes[code] |= 1 << lane;
+            slot += 1;
+        }
+        code += 1;
+    }
+    t
+}
+
+/// Table of the bitmap layout.
+pub(crate) static BITMAP: ExpandTable = bitmap_table();
+/// Table of the 2:4 layout.
+pub(crate) static NM24: ExpandTable = nm24_table();
+
+/// Partial dot products over the full 8-column chunks described by `codes`: returns the `T`
+/// sums and how many packed values were consumed.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `values` must be readable for the consumed values plus 8
+/// more (the layouts pad their value arrays); each `xs[i]` must hold `8 · codes.len()` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn expand_dot<const T: usize>(
+    table: &ExpandTable,
+    codes: &[u8],
+    values: *const f32,
+    xs: [*const f32; T],
+) -> ([f32; T], usize) {
+    use std::arch::x86_64::*;
+    let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    // Two accumulator sets (even and odd chunks) hide the FMA latency.
+    let mut acc = [[_mm256_setzero_ps(); T]; 2];
+    let mut k = 0usize;
+    for (b, &code) in codes.iter().enumerate() {
+        let code = code as usize;
+        // SAFETY: `values + k` has 8 readable floats (padding) and `xs[i] + 8b` 8 floats
+        // (caller's contract); the table rows are 8 u32.
+        unsafe {
+            let v = _mm256_loadu_ps(values.add(k));
+            let perm = _mm256_loadu_si256(table.perm[code].as_ptr().cast());
+            let lane = _mm256_set1_epi32(table.lanes[code] as i32);
+            let keep = _mm256_cmpeq_epi32(_mm256_and_si256(lane, bits), bits);
+            let w = _mm256_and_ps(_mm256_permutevar8x32_ps(v, perm), _mm256_castsi256_ps(keep));
+            let set = &mut acc[b & 1];
+            for i in 0..T {
+                set[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[i].add(8 * b)), set[i]);
+            }
+        }
+        k += table.advance[code] as usize;
+    }
+    let mut out = [0f32; T];
+    for i in 0..T {
+        out[i] = hsum(_mm256_add_ps(acc[0][i], acc[1][i]));
+    }
+    (out, k)
+}
+
+/// Sum of the 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_place_values_where_the_codes_say() {
+        // Bitmap 0b1010_0110: values 0,1,2 at lanes 1,2,5 and value 3 at lane 7.
+        let c = 0b1010_0110usize;
+        assert_eq!(BITMAP.advance[c], 4);
+        assert_eq!(
+            [1, 2, 5, 7].map(|l| BITMAP.perm[c][l]),
+            [0, 1, 2, 3],
+            "bitmap lanes"
+        );
+        // 2:4 indices (1, 3 | 0, 2): lanes 1, 3, 4, 6.
+        let c = 0b10_00_11_01; // slots (1, 3 | 0, 2), two bits each, LSB first
+        assert_eq!(NM24.lanes[c], 0b0101_1010);
+        assert_eq!([1, 3, 4, 6].map(|l| NM24.perm[c][l]), [0, 1, 2, 3]);
+    }
+}
