@@ -24,3 +24,4 @@ pub use kv_cache::{FullCache, KvCache, KvGeometry};
 pub use llama::{ComputeDType, Llama};
 pub use loader::{load_model, LoadedModel};
 pub use tokenizer::Tokenizer;
+pub mod export;
