@@ -329,6 +329,9 @@ pub enum ComputeDType {
     Quantized,
     /// Every weight dequantised to dense f32 (pruning, analysis, reference parity).
     F32,
+    /// Sparse layouts (`ferrite-sparse`) for matrices with enough exact zeros, dense f32 for
+    /// the rest; sparse-stored matrices are kept as stored.
+    Sparse,
 }
 
 impl std::str::FromStr for ComputeDType {
@@ -337,7 +340,8 @@ impl std::str::FromStr for ComputeDType {
         match s {
             "q" | "quant" | "quantized" | "native" => Ok(Self::Quantized),
             "f32" => Ok(Self::F32),
-            other => bail!("unknown --dtype `{other}` (expected `quant` or `f32`)"),
+            "sparse" => Ok(Self::Sparse),
+            other => bail!("unknown --dtype `{other}` (expected `quant`, `f32` or `sparse`)"),
         }
     }
 }
@@ -347,6 +351,7 @@ impl std::fmt::Display for ComputeDType {
         f.write_str(match self {
             Self::Quantized => "quant",
             Self::F32 => "f32",
+            Self::Sparse => "sparse",
         })
     }
 }
@@ -390,12 +395,7 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         use crate::weights::{StoredTensor, TensorRole as R};
-        let linear = |t: StoredTensor| -> Result<Linear> {
-            match (t, dtype) {
-                (StoredTensor::Quantized(q), ComputeDType::Quantized) => Linear::quantized(q),
-                (t, _) => Linear::dense(t.to_f32()?),
-            }
-        };
+        let linear = |t: StoredTensor| Linear::load(t, dtype);
         let norm = |t: StoredTensor| -> Result<RmsNorm> {
             Ok(RmsNorm {
                 weight: t.to_f32()?.flatten_all()?,

@@ -15,6 +15,8 @@ pub(crate) struct ExpandTable {
     pub perm: [[u32; 8]; 256],
     /// `lanes[code]`: bit `j` set when lane `j` holds a value.
     pub lanes: [u8; 256],
+    /// `keep[code][lane]`: all ones when the lane holds a value, else 0 (an AND mask).
+    pub keep: [[u32; 8]; 256],
     /// `advance[code]`: packed values the code consumes.
     pub advance: [u8; 256],
 }
@@ -23,6 +25,7 @@ const fn bitmap_table() -> ExpandTable {
     let mut t = ExpandTable {
         perm: [[0; 8]; 256],
         lanes: [0; 256],
+        keep: [[0; 8]; 256],
         advance: [0; 256],
     };
     let mut code = 0;
@@ -40,6 +43,20 @@ const fn bitmap_table() -> ExpandTable {
         t.advance[code] = k as u8;
         code += 1;
     }
+    with_keep_masks(t)
+}
+
+/// Fills [`ExpandTable::keep`] from [`ExpandTable::lanes`].
+const fn with_keep_masks(mut t: ExpandTable) -> ExpandTable {
+    let mut code = 0;
+    while code < 256 {
+        let mut j = 0;
+        while j < 8 {
+            t.keep[code][j] = if t.lanes[code] & (1 << j) != 0 { u32::MAX } else { 0 };
+            j += 1;
+        }
+        code += 1;
+    }
     t
 }
 
@@ -47,6 +64,7 @@ const fn nm24_table() -> ExpandTable {
     let mut t = ExpandTable {
         perm: [[0; 8]; 256],
         lanes: [0; 256],
+        keep: [[0; 8]; 256],
         advance: [4; 256],
     };
     let mut code = 0;
@@ -60,7 +78,7 @@ const fn nm24_table() -> ExpandTable {
         }
         code += 1;
     }
-    t
+    with_keep_masks(t)
 }
 
 /// Table of the bitmap layout.
@@ -83,30 +101,48 @@ pub(crate) unsafe fn expand_dot<const T: usize>(
     xs: [*const f32; T],
 ) -> ([f32; T], usize) {
     use std::arch::x86_64::*;
-    let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    // Two accumulator sets (even and odd chunks) hide the FMA latency.
-    let mut acc = [[_mm256_setzero_ps(); T]; 2];
-    let mut k = 0usize;
-    for (b, &code) in codes.iter().enumerate() {
-        let code = code as usize;
-        // SAFETY: `values + k` has 8 readable floats (padding) and `xs[i] + 8b` 8 floats
-        // (caller's contract); the table rows are 8 u32.
+    // The 8 weights of chunk `b`, expanded from the packed values at `k`.
+    let expand = |code: usize, k: usize| {
+        // SAFETY: `values + k` has 8 readable floats (padding); table rows are 8 u32.
         unsafe {
             let v = _mm256_loadu_ps(values.add(k));
             let perm = _mm256_loadu_si256(table.perm[code].as_ptr().cast());
-            let lane = _mm256_set1_epi32(table.lanes[code] as i32);
-            let keep = _mm256_cmpeq_epi32(_mm256_and_si256(lane, bits), bits);
-            let w = _mm256_and_ps(_mm256_permutevar8x32_ps(v, perm), _mm256_castsi256_ps(keep));
-            let set = &mut acc[b & 1];
-            for i in 0..T {
-                set[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[i].add(8 * b)), set[i]);
+            let keep = _mm256_loadu_ps(table.keep[code].as_ptr().cast());
+            _mm256_and_ps(_mm256_permutevar8x32_ps(v, perm), keep)
+        }
+    };
+    // Two accumulator sets (even and odd chunks) hide the FMA latency; kept in registers by
+    // naming them rather than indexing.
+    let mut even = [_mm256_setzero_ps(); T];
+    let mut odd = [_mm256_setzero_ps(); T];
+    let mut k = 0usize;
+    let mut pairs = codes.chunks_exact(2);
+    let mut b = 0;
+    for pair in &mut pairs {
+        let (c0, c1) = (pair[0] as usize, pair[1] as usize);
+        let k1 = k + table.advance[c0] as usize;
+        let (w0, w1) = (expand(c0, k), expand(c1, k1));
+        k = k1 + table.advance[c1] as usize;
+        for i in 0..T {
+            // SAFETY: `xs[i]` holds 8 floats per code (caller's contract).
+            unsafe {
+                even[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[i].add(8 * b)), even[i]);
+                odd[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[i].add(8 * b + 8)), odd[i]);
             }
         }
-        k += table.advance[code] as usize;
+        b += 2;
+    }
+    if let [c] = *pairs.remainder() {
+        let w = expand(c as usize, k);
+        k += table.advance[c as usize] as usize;
+        for i in 0..T {
+            // SAFETY: as above.
+            unsafe { even[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[i].add(8 * b)), even[i]) };
+        }
     }
     let mut out = [0f32; T];
     for i in 0..T {
-        out[i] = hsum(_mm256_add_ps(acc[0][i], acc[1][i]));
+        out[i] = hsum(_mm256_add_ps(even[i], odd[i]));
     }
     (out, k)
 }

@@ -64,9 +64,10 @@ fn write_bits(meta: &mut [u8], at: usize, bits: usize, v: usize) {
 }
 
 fn read_bits(meta: &[u8], at: usize, bits: usize) -> usize {
-    (0..bits).fold(0, |v, i| {
-        v | (((meta[(at + i) / 8] >> ((at + i) % 8)) & 1) as usize) << i
-    })
+    // Indices have at most 4 bits, so they lie within the 16 bits starting at their byte.
+    let (byte, shift) = (at / 8, at % 8);
+    let window = meta[byte] as usize | (meta.get(byte + 1).copied().unwrap_or(0) as usize) << 8;
+    (window >> shift) & ((1 << bits) - 1)
 }
 
 impl NmMatrix {
