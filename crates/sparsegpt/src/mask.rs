@@ -53,9 +53,9 @@ pub fn lowest_scores_mask(
             mark_lowest(scores, zeros_up_to(p, 0, rows * cols), &mut pruned)
         }
         (Sparsity::Unstructured(p), Comparison::Row) => {
-            let k = zeros_up_to(p, 0, cols);
-            for (s, m) in scores.chunks(cols).zip(pruned.chunks_mut(cols)) {
-                mark_lowest(s, k, m);
+            // Rows differ by at most one zero so that the layer total is exact.
+            for (r, (s, m)) in scores.chunks(cols).zip(pruned.chunks_mut(cols)).enumerate() {
+                mark_lowest(s, zeros_up_to(p, r * cols, (r + 1) * cols), m);
             }
         }
     }

@@ -155,8 +155,23 @@ pub struct PruneReport {
     pub block_seconds: Vec<f64>,
     /// Total seconds.
     pub seconds: f64,
+    /// Where the time went.
+    pub phases: PhaseSeconds,
     /// Zeros over all pruned layers / their weights.
     pub total_sparsity: f64,
+}
+
+/// Seconds spent in each phase of a run, summed over blocks.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Running the calibration segments through the blocks (embedding included).
+    pub forward: f64,
+    /// Accumulating the Gram matrices `Σ x xᵀ`.
+    pub statistics: f64,
+    /// Pruning: Hessian factor, mask, updates (everything in the [`Pruner`]).
+    pub prune: f64,
+    /// Computing the per-layer reconstruction errors of the report.
+    pub error: f64,
 }
 
 /// Progress of a run, reported after each unit of work.
@@ -199,6 +214,7 @@ pub fn prune_model(
     let n_blocks = model.blocks.len();
     let mut layers = Vec::new();
     let mut block_seconds = Vec::new();
+    let mut phases = PhaseSeconds::default();
     match calibration {
         None => {
             for l in 0..n_blocks {
@@ -211,7 +227,15 @@ pub fn prune_model(
                         per_block: LayerName::ALL.len(),
                         what: format!("pruning {}", name.hf_name()),
                     });
-                    layers.push(prune_layer(model, l, name, pruner, sparsity, None)?);
+                    layers.push(prune_layer(
+                        model,
+                        l,
+                        name,
+                        pruner,
+                        sparsity,
+                        None,
+                        &mut phases,
+                    )?);
                 }
                 block_seconds.push(tb.elapsed().as_secs_f64());
             }
@@ -221,11 +245,13 @@ pub fn prune_model(
             let device = model.device().clone();
             let positions: Vec<usize> = (0..calib.segment_len).collect();
             let angles = model.rope.angles(&positions)?;
+            let tf = Instant::now();
             let mut hidden = calib
                 .segments
                 .iter()
                 .map(|s| model.embedding.forward(s, &device))
                 .collect::<Result<Vec<Tensor>>>()?;
+            phases.forward += tf.elapsed().as_secs_f64();
             let n_seg = hidden.len();
             let per_block = LinearInput::ALL.len() * n_seg;
             for l in 0..n_blocks {
@@ -235,6 +261,7 @@ pub fn prune_model(
                     .map(|x| model.blocks[l].begin_pass(x))
                     .collect::<Result<_>>()?;
                 for (stage, input) in LinearInput::ALL.into_iter().enumerate() {
+                    let ts = Instant::now();
                     let dim = passes[0].input().dim(1)?;
                     let mut gram = Gram::new(dim);
                     for p in &passes {
@@ -243,6 +270,7 @@ pub fn prune_model(
                         })?;
                     }
                     let stats = InputStats::new(gram);
+                    phases.statistics += ts.elapsed().as_secs_f64();
                     for &name in LayerName::reading(input) {
                         progress(&Progress {
                             block: l,
@@ -251,8 +279,17 @@ pub fn prune_model(
                             per_block,
                             what: format!("pruning {}", name.hf_name()),
                         });
-                        layers.push(prune_layer(model, l, name, pruner, sparsity, Some(&stats))?);
+                        layers.push(prune_layer(
+                            model,
+                            l,
+                            name,
+                            pruner,
+                            sparsity,
+                            Some(&stats),
+                            &mut phases,
+                        )?);
                     }
+                    let tf = Instant::now();
                     let block = &model.blocks[l];
                     let mut advanced = Vec::with_capacity(n_seg);
                     for (s, p) in passes.into_iter().enumerate() {
@@ -268,6 +305,7 @@ pub fn prune_model(
                         });
                     }
                     passes = advanced;
+                    phases.forward += tf.elapsed().as_secs_f64();
                 }
                 hidden = passes
                     .into_iter()
@@ -291,6 +329,7 @@ pub fn prune_model(
         layers,
         block_seconds,
         seconds: t0.elapsed().as_secs_f64(),
+        phases,
         total_sparsity: zeros as f64 / total.max(1) as f64,
     })
 }
@@ -329,6 +368,7 @@ fn prune_layer(
     pruner: &dyn Pruner,
     sparsity: Sparsity,
     stats: Option<&InputStats>,
+    phases: &mut PhaseSeconds,
 ) -> Result<LayerReport> {
     let t0 = Instant::now();
     let what = || format!("block {l} {}", name.hf_name());
@@ -337,6 +377,8 @@ fn prune_layer(
     let mut w = dense.clone();
     let notes = pruner.prune(&mut w, stats, sparsity).with_context(what)?;
     w.check_finite(&format!("pruned {}", what()))?;
+    phases.prune += t0.elapsed().as_secs_f64();
+    let te = Instant::now();
     let (error, relative_error) = match stats {
         Some(s) => {
             let delta: Vec<f32> = dense.data.iter().zip(&w.data).map(|(a, b)| a - b).collect();
@@ -346,6 +388,7 @@ fn prune_layer(
         }
         None => (None, None),
     };
+    phases.error += te.elapsed().as_secs_f64();
     let zeros = w.zeros();
     let report = LayerReport {
         block: l,

@@ -247,3 +247,137 @@ impl crate::pruner::Pruner for SparseGpt {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hessian::{inverse_cholesky, Gram};
+    use crate::magnitude::Magnitude;
+    use crate::mask::{lowest_scores_mask, Comparison};
+    use crate::pruner::{InputStats, Pruner};
+    use crate::wanda::Wanda;
+    use rand::{Rng, SeedableRng};
+
+    /// Correlated inputs with feature scales spread over two orders of magnitude, as in LLM
+    /// activations, and a random weight.
+    fn problem(rows: usize, cols: usize, tokens: usize, seed: u64) -> (Matrix, Gram) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mix: Vec<f32> = (0..cols * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let scale: Vec<f32> = (0..cols)
+            .map(|j| 10f32.powf(-((j % 7) as f32) / 3.0))
+            .collect();
+        let mut x = vec![0f32; tokens * cols];
+        for t in 0..tokens {
+            let z: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for j in 0..cols {
+                let v: f32 = (0..cols).map(|k| mix[j * cols + k] * z[k]).sum::<f32>() * 0.3 + z[j];
+                x[t * cols + j] = v * scale[j];
+            }
+        }
+        let mut g = Gram::new(cols);
+        g.add(&x).unwrap();
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        (Matrix::new(rows, cols, w).unwrap(), g)
+    }
+
+    fn error(dense: &Matrix, pruned: &Matrix, g: &Gram) -> f64 {
+        let d: Vec<f32> = dense
+            .data
+            .iter()
+            .zip(&pruned.data)
+            .map(|(a, b)| a - b)
+            .collect();
+        g.output_energy(&d, dense.rows)
+    }
+
+    #[test]
+    fn obs_update_beats_masking_alone_for_the_same_mask() -> Result<()> {
+        let (w, g) = problem(24, 40, 400, 1);
+        let s = Sparsity::Unstructured(0.5);
+        let scores: Vec<f32> = w.data.iter().map(|x| x.abs()).collect();
+        let mask = lowest_scores_mask(&scores, w.rows, w.cols, s, Comparison::Layer);
+        let mut masked = w.clone();
+        masked.apply_mask(&mask);
+        let u = inverse_cholesky(&g, 0.01)?;
+        let mut updated = w.clone();
+        let out = prune(&mut updated, &u, &MaskChoice::Fixed(mask.clone()), 16)?;
+        assert_eq!(out.pruned, mask);
+        for (x, &p) in updated.data.iter().zip(&mask) {
+            assert_eq!(*x == 0.0, p, "zeros exactly where the mask is");
+        }
+        let (e_mask, e_obs) = (error(&w, &masked, &g), error(&w, &updated, &g));
+        assert!(e_obs < 0.9 * e_mask, "OBS {e_obs} vs mask only {e_mask}");
+        Ok(())
+    }
+
+    #[test]
+    fn lazy_batches_do_not_change_the_result() -> Result<()> {
+        let (w, g) = problem(8, 30, 200, 2);
+        let u = inverse_cholesky(&g, 0.01)?;
+        let mask: Vec<bool> = (0..w.data.len()).map(|i| (i * 7) % 3 == 0).collect();
+        let run = |b| -> Result<Matrix> {
+            let mut x = w.clone();
+            prune(&mut x, &u, &MaskChoice::Fixed(mask.clone()), b)?;
+            Ok(x)
+        };
+        let (one, lazy) = (run(30)?, run(4)?);
+        for (a, b) in one.data.iter().zip(&lazy.data) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sparsegpt_beats_wanda_and_magnitude_on_reconstruction() -> Result<()> {
+        let (w, g) = problem(32, 64, 600, 3);
+        let stats = InputStats::new(g.clone());
+        for s in [Sparsity::Unstructured(0.5), Sparsity::NM { n: 2, m: 4 }] {
+            let err = |p: &dyn Pruner| -> Result<f64> {
+                let mut x = w.clone();
+                p.prune(&mut x, Some(&stats), s)?;
+                assert_eq!(x.zeros(), w.data.len() / 2, "{} {s}", p.name());
+                Ok(error(&w, &x, &g))
+            };
+            let (sg, wa, ma) = (err(&SparseGpt::default())?, err(&Wanda)?, err(&Magnitude)?);
+            assert!(
+                sg < wa && wa < ma,
+                "{s}: sparsegpt {sg}, wanda {wa}, magnitude {ma}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn nm_masks_are_exact_and_unstructured_counts_exact() -> Result<()> {
+        let (w, g) = problem(10, 48, 300, 4);
+        let u = inverse_cholesky(&g, 0.01)?;
+        for (n, m) in [(2, 4), (4, 8), (1, 4)] {
+            let mut x = w.clone();
+            let out = prune(&mut x, &u, &MaskChoice::Adaptive(Sparsity::NM { n, m }), 16)?;
+            for (row, mrow) in x.data.chunks(48).zip(out.pruned.chunks(48)) {
+                for (g, gm) in row.chunks(m).zip(mrow.chunks(m)) {
+                    assert_eq!(gm.iter().filter(|&&p| p).count(), n);
+                    assert_eq!(g.iter().filter(|&&v| v == 0.0).count(), n);
+                }
+            }
+        }
+        for p in [0.3, 0.5, 0.77] {
+            let mut x = w.clone();
+            prune(
+                &mut x,
+                &u,
+                &MaskChoice::Adaptive(Sparsity::Unstructured(p)),
+                16,
+            )?;
+            assert_eq!(x.zeros(), (p * 480.0f64).round() as usize, "p = {p}");
+        }
+        assert!(prune(
+            &mut w.clone(),
+            &u,
+            &MaskChoice::Adaptive(Sparsity::NM { n: 2, m: 5 }),
+            16
+        )
+        .is_err());
+        Ok(())
+    }
+}

@@ -136,9 +136,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CORPUS));
         let corpus = read_corpus(&path, std::slice::from_ref(&args.calib_exclude))?;
         calib_files = corpus.files.clone();
-        let ids = m.tokenizer.encode(&corpus.text)?;
-        Some(Calibration::sample(
-            &ids,
+        let encode = |t: &str| m.tokenizer.encode(t);
+        Some(Calibration::sample_corpus(
+            &corpus,
+            &encode,
             args.nsamples,
             args.seqlen,
             args.seed,
