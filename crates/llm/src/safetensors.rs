@@ -51,11 +51,11 @@ fn dtype_size(dtype: &str) -> Option<usize> {
     })
 }
 
+/// An opened file, its tensors and its `__metadata__`.
+type Header = (File, Vec<(String, Entry)>, HashMap<String, String>);
+
 /// Parses the header of `path`, checking that every tensor lies inside the file.
-fn read_header(
-    path: &Path,
-    file_index: usize,
-) -> Result<(File, Vec<(String, Entry)>, HashMap<String, String>)> {
+fn read_header(path: &Path, file_index: usize) -> Result<Header> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = f.metadata()?.len();
     let mut n = [0u8; 8];

@@ -165,7 +165,7 @@ impl SparseRows for BitmapMatrix {
             // SAFETY: AVX2/FMA were detected (`Isa::Avx2`); `values` is padded by VALUE_PAD
             // and every `xs[i]` holds `cols ≥ 8·full` floats (checked by the driver).
             let (mut acc, used) = unsafe {
-                crate::expand::expand_dot(
+                crate::expand::expand_dot::<T, true>(
                     &crate::expand::BITMAP,
                     &codes[..full],
                     self.values.as_ptr().add(start),

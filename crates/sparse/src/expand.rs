@@ -52,7 +52,11 @@ const fn with_keep_masks(mut t: ExpandTable) -> ExpandTable {
     while code < 256 {
         let mut j = 0;
         while j < 8 {
-            t.keep[code][j] = if t.lanes[code] & (1 << j) != 0 { u32::MAX } else { 0 };
+            t.keep[code][j] = if t.lanes[code] & (1 << j) != 0 {
+                u32::MAX
+            } else {
+                0
+            };
             j += 1;
         }
         code += 1;
@@ -86,22 +90,45 @@ pub(crate) static BITMAP: ExpandTable = bitmap_table();
 /// Table of the 2:4 layout.
 pub(crate) static NM24: ExpandTable = nm24_table();
 
+/// Packed values (floats) ahead of the current position that [`expand_dot`] prefetches.
+const PREFETCH_AHEAD: usize = 512;
+
+/// Byte `i` of the result: the packed-value offset of chunk `i` of an 8-code word.
+///
+/// Bitmap: the exclusive prefix sum of the codes' popcounts (SWAR byte popcounts, then a
+/// multiply sums them; every partial sum is at most 56, so bytes never carry). 2:4: `4i`.
+/// Offsets inside a word thus do not wait on each other, only the word's total does.
+#[inline(always)]
+fn word_offsets<const BITMAP: bool>(w: u64) -> (u64, usize) {
+    if !BITMAP {
+        return (0x1C18_1410_0C08_0400, 32);
+    }
+    let x = w - ((w >> 1) & 0x5555_5555_5555_5555);
+    let x = (x & 0x3333_3333_3333_3333) + ((x >> 2) & 0x3333_3333_3333_3333);
+    let x = (x + (x >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    (
+        x.wrapping_mul(0x0101_0101_0101_0101) << 8,
+        w.count_ones() as usize,
+    )
+}
+
 /// Partial dot products over the full 8-column chunks described by `codes`: returns the `T`
-/// sums and how many packed values were consumed.
+/// sums and how many packed values were consumed. `BITMAP` selects the bitmap's offsets
+/// (popcounts) over 2:4's (4 per code).
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `values` must be readable for the consumed values plus 8
 /// more (the layouts pad their value arrays); each `xs[i]` must hold `8 · codes.len()` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn expand_dot<const T: usize>(
+pub(crate) unsafe fn expand_dot<const T: usize, const BITMAP: bool>(
     table: &ExpandTable,
     codes: &[u8],
     values: *const f32,
     xs: [*const f32; T],
 ) -> ([f32; T], usize) {
     use std::arch::x86_64::*;
-    // The 8 weights of chunk `b`, expanded from the packed values at `k`.
+    // The 8 weights of a chunk, expanded from the packed values at `k`.
     let expand = |code: usize, k: usize| {
         // SAFETY: `values + k` has 8 readable floats (padding); table rows are 8 u32.
         unsafe {
@@ -116,29 +143,40 @@ pub(crate) unsafe fn expand_dot<const T: usize>(
     let mut even = [_mm256_setzero_ps(); T];
     let mut odd = [_mm256_setzero_ps(); T];
     let mut k = 0usize;
-    let mut pairs = codes.chunks_exact(2);
+    let mut words = codes.chunks_exact(8);
     let mut b = 0;
-    for pair in &mut pairs {
-        let (c0, c1) = (pair[0] as usize, pair[1] as usize);
-        let k1 = k + table.advance[c0] as usize;
-        let (w0, w1) = (expand(c0, k), expand(c1, k1));
-        k = k1 + table.advance[c1] as usize;
-        for i in 0..T {
-            // SAFETY: `xs[i]` holds 8 floats per code (caller's contract).
-            unsafe {
-                even[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[i].add(8 * b)), even[i]);
-                odd[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[i].add(8 * b + 8)), odd[i]);
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().expect("8 codes"));
+        let (offsets, total) = word_offsets::<BITMAP>(w);
+        // The values stream is read at data-dependent offsets; fetch two lines well ahead so
+        // the decode loop is not left waiting on memory (past the end this only hints).
+        _mm_prefetch::<_MM_HINT_T0>(values.wrapping_add(k + PREFETCH_AHEAD).cast());
+        _mm_prefetch::<_MM_HINT_T0>(values.wrapping_add(k + PREFETCH_AHEAD + 16).cast());
+        for pair in 0..4 {
+            let (i0, i1) = (2 * pair, 2 * pair + 1);
+            let code = |i: usize| ((w >> (8 * i)) & 0xff) as usize;
+            let off = |i: usize| k + ((offsets >> (8 * i)) & 0xff) as usize;
+            let (w0, w1) = (expand(code(i0), off(i0)), expand(code(i1), off(i1)));
+            for i in 0..T {
+                // SAFETY: `xs[i]` holds 8 floats per code (caller's contract).
+                unsafe {
+                    let x = xs[i].add(8 * (b + i0));
+                    even[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), even[i]);
+                    odd[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), odd[i]);
+                }
             }
         }
-        b += 2;
+        k += total;
+        b += 8;
     }
-    if let [c] = *pairs.remainder() {
+    for &c in words.remainder() {
         let w = expand(c as usize, k);
         k += table.advance[c as usize] as usize;
         for i in 0..T {
             // SAFETY: as above.
             unsafe { even[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[i].add(8 * b)), even[i]) };
         }
+        b += 1;
     }
     let mut out = [0f32; T];
     for i in 0..T {
@@ -161,6 +199,20 @@ pub(crate) fn hsum(v: std::arch::x86_64::__m256) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_offsets_are_prefix_popcounts() {
+        let w: u64 = 0xFF00_0301_8000_F00F;
+        let (offs, total) = word_offsets::<true>(w);
+        let mut k = 0;
+        for i in 0..8 {
+            assert_eq!((offs >> (8 * i)) & 0xff, k, "chunk {i}");
+            k += ((w >> (8 * i)) & 0xff).count_ones() as u64;
+        }
+        assert_eq!(total as u64, k);
+        let (offs, total) = word_offsets::<false>(w);
+        assert_eq!(((offs >> 40) & 0xff, total), (20, 32));
+    }
 
     #[test]
     fn tables_place_values_where_the_codes_say() {

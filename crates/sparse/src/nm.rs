@@ -223,7 +223,7 @@ impl SparseRows for NmMatrix {
             let start = r * s.slots;
             // SAFETY: AVX2/FMA detected; values padded; `xs[i]` hold `cols ≥ 8·full` floats.
             let (mut acc, used) = unsafe {
-                crate::expand::expand_dot(
+                crate::expand::expand_dot::<T, false>(
                     &crate::expand::NM24,
                     &row_meta[..full],
                     self.values.as_ptr().add(start),
