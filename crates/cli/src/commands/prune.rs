@@ -56,7 +56,7 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 16)]
     nsamples: usize,
     /// Tokens per calibration segment.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 512)]
     seqlen: usize,
     /// Seed of the segment offsets.
     #[arg(long, default_value_t = 0)]
