@@ -67,7 +67,8 @@ impl Isa {
 /// Which layout to encode a matrix in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// The smallest of 2:4 (when the matrix is 2:4), bitmap and CSR; 2:4 on ties.
+    /// The smallest of bitmap and CSR, or 2:4 when the matrix is 2:4 and its encoding is at
+    /// most [`NM_SIZE_SLACK`] times larger.
     Auto,
     /// [`BitmapMatrix`].
     Bitmap,
@@ -137,6 +138,10 @@ impl Default for EncodePolicy {
     }
 }
 
+/// How much larger than the smallest layout a 2:4 encoding may be and still be chosen by
+/// [`Layout::Auto`].
+pub const NM_SIZE_SLACK: f64 = 1.02;
+
 /// Fraction of exact zeros.
 pub fn sparsity(dense: &[f32]) -> f64 {
     dense.iter().filter(|&&w| w == 0.0).count() as f64 / dense.len().max(1) as f64
@@ -191,13 +196,15 @@ impl SparseMatrix {
             Layout::Csr => Self::Csr(CsrMatrix::encode(dense, rows, cols)?),
             Layout::Nm { n, m } => Self::Nm(NmMatrix::encode(dense, rows, cols, n, m)?),
             Layout::Auto => {
-                // The smallest file wins; 2:4 on ties (fixed value count per row, no popcounts).
+                // The smallest file wins, but 2:4 is taken up to NM_SIZE_SLACK larger: real 2:4
+                // weights hold a few exact zeros (the bitmap then saves a few bytes), and the 2:4
+                // kernel needs no popcounts.
                 let nnz = dense.len() - dense.iter().filter(|&&w| w == 0.0).count();
                 let bitmap_bytes = nnz * 4 + rows * cols.div_ceil(8);
                 let csr_bytes = nnz * 6 + (rows + 1) * 4;
                 let nm24_slots = cols / 4 * 2 + 2.min(cols % 4);
                 let nm24_bytes = rows * (nm24_slots * 4 + (2 * nm24_slots).div_ceil(8));
-                if nm24_bytes <= bitmap_bytes.min(csr_bytes) {
+                if nm24_bytes as f64 <= NM_SIZE_SLACK * bitmap_bytes.min(csr_bytes) as f64 {
                     if let Ok(nm) = NmMatrix::encode(dense, rows, cols, 2, 4) {
                         return Ok(Self::Nm(nm));
                     }
