@@ -4,6 +4,7 @@
 use crate::common::{print_json, threads, DEFAULT_MODEL};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use ferrite_llm::safetensors::{convert_dir, save_tensors, StorageFormat};
 use ferrite_llm::{export, load_model, ComputeDType};
 use ferrite_sparsegpt::calibration::{read_corpus, DEFAULT_CORPUS, DEFAULT_EXCLUDE};
 use ferrite_sparsegpt::pattern::parse_nm;
@@ -74,9 +75,14 @@ pub struct PruneArgs {
     /// SparseGPT Hessian dampening, fraction of the mean diagonal.
     #[arg(long, default_value_t = 0.01)]
     percdamp: f64,
-    /// On-disk weight format of the output (`dense`: plain f32 safetensors).
+    /// On-disk weight format of the output: `dense` (plain f32 safetensors), `sparse`
+    /// (matrices with enough zeros in the layout that suits them), `sparse:bitmap`,
+    /// `sparse:csr`, `sparse:2:4` (any N:M).
     #[arg(long, default_value = "dense")]
     format: String,
+    /// Re-encode this existing HF directory into --out with --format instead of pruning.
+    #[arg(long)]
+    convert: Option<PathBuf>,
     /// Also write the JSON report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -99,13 +105,25 @@ fn sparsity(args: &PruneArgs) -> Result<Option<Sparsity>> {
 /// Prunes the model and writes it.
 pub fn run(args: PruneArgs) -> Result<()> {
     let t0 = Instant::now();
-    let pattern = sparsity(&args)?;
-    if args.format != "dense" {
-        bail!(
-            "unknown --format `{}` (this build writes `dense`)",
-            args.format
+    let format: StorageFormat = args.format.parse()?;
+    if let Some(src) = &args.convert {
+        let r = convert_dir(src, &args.out, &format)
+            .with_context(|| format!("converting {}", src.display()))?;
+        if args.json {
+            return print_json(&json!({"from": src.display().to_string(),
+                "out": args.out.display().to_string(), "format": args.format, "report": r}));
+        }
+        println!(
+            "wrote {} ({} matrices sparse, {} tensors dense, {} bytes) in {:.1} s",
+            args.out.display(),
+            r.sparse_tensors,
+            r.dense_tensors,
+            r.file_bytes,
+            t0.elapsed().as_secs_f64()
         );
+        return Ok(());
     }
+    let pattern = sparsity(&args)?;
     if args.nsamples == 0 || args.seqlen < 2 {
         bail!("--nsamples must be at least 1 and --seqlen at least 2");
     }
@@ -177,12 +195,15 @@ pub fn run(args: PruneArgs) -> Result<()> {
         _ => None,
     };
     let te = Instant::now();
-    export::save_hf_dir(&m.model, &m.tokenizer, &args.out)?;
+    export::save_hf_dir_with(&m.model, &m.tokenizer, &args.out, &|path, tensors| {
+        save_tensors(path, tensors, &format).map(|_| ())
+    })?;
     let export_seconds = te.elapsed().as_secs_f64();
     let summary = json!({
         "model": args.model.display().to_string(),
         "out": args.out.display().to_string(),
         "method": format!("{:?}", args.method).to_lowercase(),
+        "format": args.format,
         "sparsity": pattern.map(|s| s.label()),
         "calibration_files": calib_files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "calibration_ids": args.calib_ids.as_ref().map(|p| p.display().to_string()),
