@@ -68,8 +68,8 @@ pub fn read_corpus(path: &Path, exclude: &[String]) -> Result<Corpus> {
 /// Tokeniser of the model being calibrated.
 pub type Encode<'a> = &'a dyn Fn(&str) -> Result<Vec<u32>>;
 
-/// Draws before giving up on finding a window of `len` tokens.
-const MAX_DRAWS: usize = 1000;
+/// Draws that hit the end of their file before `len` tokens, before giving up.
+const MAX_FAILED_DRAWS: usize = 200;
 
 /// The first `len` tokens of `text` from byte `start`, or `None` when fewer remain.
 fn window_tokens(
@@ -124,14 +124,14 @@ impl Calibration {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut segments = Vec::with_capacity(n);
-        let mut draws = 0;
+        let mut failed = 0;
         while segments.len() < n {
-            draws += 1;
-            if draws > MAX_DRAWS * n {
+            if failed > MAX_FAILED_DRAWS {
                 bail!("calibration corpus has no window of {len} tokens");
             }
             let text = &corpus.texts[rng.gen_range(0..corpus.texts.len())];
             if text.is_empty() {
+                failed += 1;
                 continue;
             }
             let mut at = rng.gen_range(0..text.len());
@@ -140,8 +140,9 @@ impl Calibration {
             }
             // Start at the beginning of the line holding `at`.
             let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-            if let Some(ids) = window_tokens(text, start, len, encode)? {
-                segments.push(ids);
+            match window_tokens(text, start, len, encode)? {
+                Some(ids) => segments.push(ids),
+                None => failed += 1,
             }
         }
         Ok(Self {
