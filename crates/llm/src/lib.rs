@@ -5,6 +5,7 @@
 //! - [`generate`], [`perplexity`] and [`sampling`] are what the CLI and server call.
 
 pub mod config;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
@@ -24,4 +25,3 @@ pub use kv_cache::{FullCache, KvCache, KvGeometry};
 pub use llama::{ComputeDType, Llama};
 pub use loader::{load_model, LoadedModel};
 pub use tokenizer::Tokenizer;
-pub mod export;
