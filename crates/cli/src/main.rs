@@ -28,6 +28,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Perplexity of a text, chunked or streaming through a KV-cache policy.
     Ppl(commands::ppl::PplArgs),
+    /// One-shot pruning (SparseGPT, Wanda, magnitude), written as an HF directory.
+    Prune(commands::prune::PruneArgs),
     /// Throughput benchmark: prompt processing and decode tokens/s, peak RSS.
     Bench(commands::bench::BenchArgs),
     /// OpenAI-compatible HTTP server: chat/completions with streaming, sessions, per-request KV.
@@ -65,6 +67,7 @@ fn main() {
         Command::Generate(a) => commands::generate::run(a),
         Command::Chat(a) => commands::chat::run(a),
         Command::Ppl(a) => commands::ppl::run(a),
+        Command::Prune(a) => commands::prune::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Rl(a) => ferrite_rl::cli::run(a),

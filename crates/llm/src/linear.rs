@@ -1,14 +1,18 @@
-//! A linear layer `y = x Wᵀ` whose weight is either kept in GGUF quantised blocks (the fast
-//! decode path) or dense f32 (the path pruning and analysis work on).
+//! A linear layer `y = x Wᵀ` whose weight is kept in GGUF quantised blocks (the fast decode
+//! path), dense f32 (the path pruning and analysis work on), or a sparse layout
+//! (`ferrite-sparse`: bitmap, CSR or N:M, multiplied by its AVX2 sparse kernels).
 //!
 //! Q4_0, Q4_1 and Q8_0 weights run on ferrite's own kernels (`ferrite-kernels`: activations
 //! quantised once to 8 bits, integer dot products with AVX2 chosen at run time, rows split over
 //! a persistent pool); other block types fall back to candle's `QMatMul`.
 
+use crate::llama::ComputeDType;
+use crate::weights::StoredTensor;
 use anyhow::{Context, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use ferrite_kernels::{pool, Format, QMatrix};
+use ferrite_sparse::{EncodePolicy, SparseMatrix};
 use std::sync::Arc;
 
 /// Rows from which a quantised matmul dequantises the weight and runs the f32 GEMM.
@@ -27,6 +31,8 @@ pub enum Linear {
     Quantized(Arc<QTensor>, QMatMul),
     /// Dense f32 matrix.
     Dense(Tensor),
+    /// Sparse matrix (exact f32 values).
+    Sparse(Arc<SparseMatrix>),
 }
 
 impl Linear {
@@ -53,6 +59,37 @@ impl Linear {
         Ok(Self::Dense(w.to_dtype(DType::F32)?.contiguous()?))
     }
 
+    /// The layer for a stored weight under a compute dtype:
+    /// - quantised blocks stay quantised under `quant`;
+    /// - sparse-stored matrices stay sparse under `quant` (the default: the file chose) and
+    ///   `sparse`, and are densified under `f32`;
+    /// - under `sparse`, dense (or dequantised) weights are encoded when their sparsity reaches
+    ///   [`ferrite_sparse::DEFAULT_MIN_SPARSITY`] ([`Self::sparse_if_sparse`]);
+    /// - anything else becomes dense f32.
+    pub fn load(t: StoredTensor, dtype: ComputeDType) -> Result<Self> {
+        match (t, dtype) {
+            (StoredTensor::Quantized(q), ComputeDType::Quantized) => Self::quantized(q),
+            (StoredTensor::Sparse(s), ComputeDType::Quantized | ComputeDType::Sparse) => {
+                Ok(Self::Sparse(s))
+            }
+            (t, ComputeDType::Sparse) => {
+                Self::sparse_if_sparse(t.to_f32()?, &EncodePolicy::default())
+            }
+            (t, _) => Self::dense(t.to_f32()?),
+        }
+    }
+
+    /// `w` in a sparse layout when `policy` finds it sparse enough, else dense f32.
+    pub fn sparse_if_sparse(w: Tensor, policy: &EncodePolicy) -> Result<Self> {
+        let w = w.to_dtype(DType::F32)?.contiguous()?;
+        let (rows, cols) = w.dims2()?;
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        Ok(match policy.encode(&values, rows, cols)? {
+            Some(s) => Self::Sparse(Arc::new(s)),
+            None => Self::Dense(w),
+        })
+    }
+
     /// `x Wᵀ` for `x: [..., in_features]`.
     ///
     /// Quantised weights: decode-sized inputs use candle's quantised vec-dot kernels; inputs of
@@ -66,6 +103,7 @@ impl Linear {
             Self::Packed(q, f) => packed_matmul(q, *f, x)?,
             Self::Quantized(_, mm) => mm.forward(x)?,
             Self::Dense(w) => x.broadcast_matmul(&w.t()?)?,
+            Self::Sparse(s) => sparse_matmul(s, x)?,
         })
     }
 
@@ -74,6 +112,7 @@ impl Linear {
         Ok(match self {
             Self::Packed(q, _) | Self::Quantized(q, _) => q.shape().dims2()?,
             Self::Dense(w) => w.dims2()?,
+            Self::Sparse(s) => s.shape(),
         })
     }
 
@@ -82,6 +121,9 @@ impl Linear {
         Ok(match self {
             Self::Packed(q, _) | Self::Quantized(q, _) => q.dequantize(&q.device())?,
             Self::Dense(w) => w.clone(),
+            Self::Sparse(s) => {
+                Tensor::from_vec(s.to_dense(), s.shape(), &candle_core::Device::Cpu)?
+            }
         })
     }
 
@@ -90,6 +132,7 @@ impl Linear {
         match self {
             Self::Packed(q, _) | Self::Quantized(q, _) => q.storage_size_in_bytes(),
             Self::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Self::Sparse(s) => s.heap_bytes(),
         }
     }
 
@@ -98,8 +141,39 @@ impl Linear {
         match self {
             Self::Packed(q, _) | Self::Quantized(q, _) => format!("{:?}", q.dtype()).to_lowercase(),
             Self::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
+            Self::Sparse(s) => format!("sparse-{}", s.layout()),
         }
     }
+}
+
+/// The input rows of `x: [..., cols]` as one f32 vector.
+fn input_rows(x: &Tensor) -> Result<Vec<f32>> {
+    x.to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+        .context("reading the matmul input")
+}
+
+/// `y: [n·rows]` shaped like `x: [..., cols]` with the last dimension `rows`.
+fn output_like(x: &Tensor, y: Vec<f32>, rows: usize) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().context("matmul input has no dimensions")? = rows;
+    Ok(Tensor::from_vec(y, dims, x.device())?)
+}
+
+/// `x Wᵀ` on the sparse kernels, rows split over ferrite-kernels' pool.
+fn sparse_matmul(s: &SparseMatrix, x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = s.shape();
+    let xs = input_rows(x)?;
+    if x.dim(candle_core::D::Minus1)? != cols {
+        anyhow::bail!(
+            "matmul input width {} does not match the weight's {cols} columns",
+            x.dim(candle_core::D::Minus1)?
+        );
+    }
+    let mut y = vec![0f32; xs.len() / cols * rows];
+    s.matmul(&xs, &mut y, pool::global());
+    output_like(x, y, rows)
 }
 
 /// `x Wᵀ` on ferrite's kernels: `x: [..., cols]` becomes `[..., rows]`.
@@ -107,14 +181,8 @@ fn packed_matmul(q: &QTensor, format: Format, x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = q.shape().dims2()?;
     let data = q.data()?;
     let w = QMatrix::new(format, rows, cols, &data).map_err(anyhow::Error::msg)?;
-    let xs = x
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()
-        .context("reading the matmul input")?;
+    let xs = input_rows(x)?;
     let mut y = vec![0f32; xs.len() / cols * rows];
     w.matmul(&xs, &mut y, pool::global());
-    let mut dims = x.dims().to_vec();
-    *dims.last_mut().context("matmul input has no dimensions")? = rows;
-    Ok(Tensor::from_vec(y, dims, x.device())?)
+    output_like(x, y, rows)
 }

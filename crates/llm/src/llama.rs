@@ -93,8 +93,13 @@ pub struct Mlp {
 impl Mlp {
     /// `W_down(silu(W_gate x) ⊙ W_up x)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.down.forward(&self.hidden(x)?)
+    }
+
+    /// `silu(W_gate x) ⊙ W_up x`: the input of `W_down`.
+    pub fn hidden(&self, x: &Tensor) -> Result<Tensor> {
         let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(gate * self.up.forward(x)?)?)
+        Ok((gate * self.up.forward(x)?)?)
     }
 }
 
@@ -127,6 +132,18 @@ impl Attention {
         angles: &RopeAngles,
         cache: &mut dyn KvCache,
     ) -> Result<Tensor> {
+        self.o.forward(&self.heads_output(x, layer, angles, cache)?)
+    }
+
+    /// The concatenated heads `softmax(q Kᵀ/√d) V` before `W_o`: `[t, n_head·head_dim]`, the
+    /// input of `W_o`.
+    pub fn heads_output(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        angles: &RopeAngles,
+        cache: &mut dyn KvCache,
+    ) -> Result<Tensor> {
         let (t, _) = x.dims2()?;
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((t, n, self.head_dim))?
@@ -139,8 +156,7 @@ impl Attention {
         let q = angles.rotate(&q)?;
         let (k_all, v_all) = cache.update(layer, &k, &v, angles)?;
         let total = k_all.dim(1)?;
-        let y = self.attend(&q, &k_all, &v_all, t, total)?;
-        self.o.forward(&y)
+        self.attend(&q, &k_all, &v_all, t, total)
     }
 
     /// softmax(q Kᵀ / √d + mask) V with query heads grouped by their key head, so K and V are
@@ -181,6 +197,63 @@ pub struct Block {
     pub mlp: Mlp,
 }
 
+/// Where a block's linear layers read their input: the four stops of a [`BlockPass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum LinearInput {
+    /// `RMSNorm(x)`, read by `W_q`, `W_k` and `W_v`.
+    Attention,
+    /// The concatenated attention heads, read by `W_o`.
+    AttentionOutput,
+    /// `RMSNorm(h)`, read by `W_gate` and `W_up`.
+    Mlp,
+    /// `silu(W_gate x) ⊙ W_up x`, read by `W_down`.
+    MlpHidden,
+}
+
+impl LinearInput {
+    /// The four inputs in the order a block's forward reaches them.
+    pub const ALL: [Self; 4] = [
+        Self::Attention,
+        Self::AttentionOutput,
+        Self::Mlp,
+        Self::MlpHidden,
+    ];
+}
+
+/// A block's forward pass stopped at the input of some of its linear layers.
+///
+/// [`Block::forward`] is `begin_pass` then `advance` until done; a caller that steps the pass
+/// itself can read [`BlockPass::input`] at each stop (calibration statistics) and change the
+/// layers that read it before advancing (sequential pruning of many sequences, one stop at a
+/// time).
+#[derive(Debug, Clone)]
+pub struct BlockPass {
+    residual: Tensor,
+    input: Tensor,
+    at: Option<LinearInput>,
+}
+
+impl BlockPass {
+    /// The stop reached, or `None` once the block's output is ready.
+    pub fn at(&self) -> Option<LinearInput> {
+        self.at
+    }
+
+    /// The input of the linear layers at this stop, `[t, features]` (the block's output once
+    /// done).
+    pub fn input(&self) -> &Tensor {
+        &self.input
+    }
+
+    /// The block's output `[t, hidden]` (errors if the pass is not done).
+    pub fn into_output(self) -> Result<Tensor> {
+        match self.at {
+            None => Ok(self.input),
+            Some(at) => bail!("block pass still stopped at {at:?}"),
+        }
+    }
+}
+
 impl Block {
     /// `h = x + Attn(norm(x)); h + MLP(norm(h))`.
     pub fn forward(
@@ -190,10 +263,62 @@ impl Block {
         angles: &RopeAngles,
         cache: &mut dyn KvCache,
     ) -> Result<Tensor> {
-        let h = (x + self
-            .attn
-            .forward(&self.attn_norm.forward(x)?, layer, angles, cache)?)?;
-        Ok((&h + self.mlp.forward(&self.ffn_norm.forward(&h)?)?)?)
+        let mut pass = self.begin_pass(x)?;
+        while pass.at.is_some() {
+            pass = self.advance(pass, layer, angles, cache)?;
+        }
+        pass.into_output()
+    }
+
+    /// Starts a pass on `x: [t, hidden]`: stops at [`LinearInput::Attention`].
+    pub fn begin_pass(&self, x: &Tensor) -> Result<BlockPass> {
+        Ok(BlockPass {
+            residual: x.clone(),
+            input: self.attn_norm.forward(x)?,
+            at: Some(LinearInput::Attention),
+        })
+    }
+
+    /// Runs the layers that read the current stop's input, up to the next stop.
+    pub fn advance(
+        &self,
+        pass: BlockPass,
+        layer: usize,
+        angles: &RopeAngles,
+        cache: &mut dyn KvCache,
+    ) -> Result<BlockPass> {
+        let BlockPass {
+            residual,
+            input,
+            at,
+        } = pass;
+        let (residual, input, at) = match at {
+            Some(LinearInput::Attention) => (
+                residual,
+                self.attn.heads_output(&input, layer, angles, cache)?,
+                Some(LinearInput::AttentionOutput),
+            ),
+            Some(LinearInput::AttentionOutput) => {
+                let h = (residual + self.attn.o.forward(&input)?)?;
+                let normed = self.ffn_norm.forward(&h)?;
+                (h, normed, Some(LinearInput::Mlp))
+            }
+            Some(LinearInput::Mlp) => (
+                residual,
+                self.mlp.hidden(&input)?,
+                Some(LinearInput::MlpHidden),
+            ),
+            Some(LinearInput::MlpHidden) => {
+                let out = (&residual + self.mlp.down.forward(&input)?)?;
+                (residual, out, None)
+            }
+            None => bail!("block pass already done"),
+        };
+        Ok(BlockPass {
+            residual,
+            input,
+            at,
+        })
     }
 }
 
@@ -204,6 +329,9 @@ pub enum ComputeDType {
     Quantized,
     /// Every weight dequantised to dense f32 (pruning, analysis, reference parity).
     F32,
+    /// Sparse layouts (`ferrite-sparse`) for matrices with enough exact zeros, dense f32 for
+    /// the rest; sparse-stored matrices are kept as stored.
+    Sparse,
 }
 
 impl std::str::FromStr for ComputeDType {
@@ -212,7 +340,8 @@ impl std::str::FromStr for ComputeDType {
         match s {
             "q" | "quant" | "quantized" | "native" => Ok(Self::Quantized),
             "f32" => Ok(Self::F32),
-            other => bail!("unknown --dtype `{other}` (expected `quant` or `f32`)"),
+            "sparse" => Ok(Self::Sparse),
+            other => bail!("unknown --dtype `{other}` (expected `quant`, `f32` or `sparse`)"),
         }
     }
 }
@@ -222,6 +351,7 @@ impl std::fmt::Display for ComputeDType {
         f.write_str(match self {
             Self::Quantized => "quant",
             Self::F32 => "f32",
+            Self::Sparse => "sparse",
         })
     }
 }
@@ -265,12 +395,7 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         use crate::weights::{StoredTensor, TensorRole as R};
-        let linear = |t: StoredTensor| -> Result<Linear> {
-            match (t, dtype) {
-                (StoredTensor::Quantized(q), ComputeDType::Quantized) => Linear::quantized(q),
-                (t, _) => Linear::dense(t.to_f32()?),
-            }
-        };
+        let linear = |t: StoredTensor| Linear::load(t, dtype);
         let norm = |t: StoredTensor| -> Result<RmsNorm> {
             Ok(RmsNorm {
                 weight: t.to_f32()?.flatten_all()?,

@@ -20,7 +20,7 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// `gguf` or `safetensors`.
     pub format: &'static str,
-    /// `(tensor, type, shape)` as stored in the file (GGUF only).
+    /// `(tensor, type, shape)` as stored in the file (`sparse-<layout>` for sparse matrices).
     pub tensors: Vec<(String, String, Vec<usize>)>,
 }
 
@@ -41,13 +41,14 @@ pub fn load_model(path: &Path, dtype: ComputeDType) -> Result<LoadedModel> {
     if path.is_dir() {
         let (mut st, config) = SafetensorsDir::open(path, &device)?;
         let tokenizer = Tokenizer::from_hf_dir(path)?;
+        let tensors = st.tensor_list()?;
         let model = Llama::load(config, &mut st, dtype, &device)?;
         return Ok(LoadedModel {
             model,
             tokenizer,
             path: path.to_path_buf(),
             format: "safetensors",
-            tensors: Vec::new(),
+            tensors,
         });
     }
     let mut gguf = GgufFile::open(path, &device)?;

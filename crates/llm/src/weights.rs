@@ -4,6 +4,7 @@
 use anyhow::Result;
 use candle_core::quantized::QTensor;
 use candle_core::Tensor;
+use ferrite_sparse::SparseMatrix;
 use std::sync::Arc;
 
 /// The role of a tensor in a llama-family model.
@@ -42,6 +43,8 @@ pub enum StoredTensor {
     Quantized(Arc<QTensor>),
     /// A plain tensor (safetensors), any float dtype.
     Dense(Tensor),
+    /// A matrix stored in a sparse layout (`ferrite-sparse` components in safetensors).
+    Sparse(Arc<SparseMatrix>),
 }
 
 impl StoredTensor {
@@ -50,6 +53,9 @@ impl StoredTensor {
         Ok(match self {
             Self::Quantized(q) => q.dequantize(&q.device())?,
             Self::Dense(t) => t.to_dtype(candle_core::DType::F32)?,
+            Self::Sparse(s) => {
+                Tensor::from_vec(s.to_dense(), s.shape(), &candle_core::Device::Cpu)?
+            }
         })
     }
 }

@@ -5,4 +5,5 @@ pub mod chat;
 pub mod generate;
 pub mod info;
 pub mod ppl;
+pub mod prune;
 pub mod serve;
