@@ -1,0 +1,48 @@
+//! Classifier-free guidance (Ho & Salimans 2022, eq. 6, in the `eps` form used by GLIDE and DiT):
+//! `eps_guided = eps_uncond + s (eps_cond - eps_uncond)`; `s = 1` is the conditional model.
+//!
+//! [`guide_doubled_batch`] follows the original DiT (Peebles & Xie 2023, `forward_with_cfg`): the
+//! batch is `[conditional; unconditional]` over the same `x_t`, only the first `guided_channels`
+//! output channels (the `eps` channels) are guided and written to both halves, and the remaining
+//! channels (the learned variance) keep each half's own values — so the conditional half samples
+//! with the conditional variance. The DiT reference guides only the first **3** of the 4 latent
+//! `eps` channels "for exact reproducibility" ([`DIT_REFERENCE_GUIDED_CHANNELS`]); the standard
+//! approach, and diffusers' `DiTPipeline`, guides all `C` `eps` channels (diffusers then also drops
+//! the learned variance and samples with its scheduler's fixed variance).
+
+use candle_core::{bail, Result, Tensor};
+
+/// The number of channels the DiT reference guides by default.
+pub const DIT_REFERENCE_GUIDED_CHANNELS: usize = 3;
+
+/// `uncond + scale * (cond - uncond)`.
+pub fn classifier_free_guidance(cond: &Tensor, uncond: &Tensor, scale: f64) -> Result<Tensor> {
+    uncond.add(&cond.sub(uncond)?.affine(scale, 0.0)?)
+}
+
+/// DiT's guidance on a doubled batch `[2B, C_out, ...]` (first `B` conditional, last `B`
+/// unconditional): channels `0..guided_channels` become the guided value in both halves, the
+/// rest are unchanged. Returns `[2B, C_out, ...]`, ready for [`crate::Scheduler::step`] on the
+/// doubled sample.
+pub fn guide_doubled_batch(
+    model_output: &Tensor,
+    guided_channels: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let dims = model_output.dims();
+    if dims.len() < 2 || dims[0] % 2 != 0 || guided_channels == 0 || guided_channels > dims[1] {
+        bail!(
+            "diffusion: guidance needs [2B, C, ...] with 1..=C guided channels, got {dims:?} and {guided_channels}"
+        )
+    }
+    let half = dims[0] / 2;
+    let eps = model_output.narrow(1, 0, guided_channels)?;
+    let guided =
+        classifier_free_guidance(&eps.narrow(0, 0, half)?, &eps.narrow(0, half, half)?, scale)?;
+    let guided = Tensor::cat(&[&guided, &guided], 0)?;
+    if guided_channels == dims[1] {
+        return Ok(guided);
+    }
+    let rest = model_output.narrow(1, guided_channels, dims[1] - guided_channels)?;
+    Tensor::cat(&[&guided, &rest], 1)
+}
