@@ -116,3 +116,115 @@ pub(crate) fn ddpm_step(
     };
     mean.add(&z.broadcast_mul(&std)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{max_abs_diff, small};
+    use crate::{BetaSchedule, NoiseSchedule, PredictionType, SamplerKind, Scheduler};
+
+    const X: [f64; 8] = [0.3, -1.2, 2.0, 0.0, 0.7, -0.1, 1.1, -2.5];
+    const EPS: [f64; 8] = [0.5, 0.1, -0.9, 1.3, -0.2, 0.8, 0.0, -1.0];
+    const Z: [f64; 8] = [-0.4, 1.0, 0.2, -1.5, 0.9, 0.3, -0.6, 0.1];
+
+    fn ddpm(variance: VarianceType) -> Scheduler {
+        let s = NoiseSchedule::new(BetaSchedule::DDPM_LINEAR, 1000).unwrap();
+        Scheduler::new(s, SamplerKind::Ddpm { variance }, PredictionType::Epsilon)
+    }
+
+    /// DDPM eq. 11 + Algorithm 2 written out independently of eq. 7:
+    /// `x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma z`.
+    fn eq_11(s: &Scheduler, t: usize, sigma: f64) -> Tensor {
+        let beta = s.schedule().betas()[t];
+        let ab = s.schedule().alpha_bar(t).unwrap();
+        let v: Vec<f64> = (0..8)
+            .map(|k| {
+                (X[k] - beta / (1.0 - ab).sqrt() * EPS[k]) / (1.0 - beta).sqrt() + sigma * Z[k]
+            })
+            .collect();
+        small(v.try_into().unwrap())
+    }
+
+    #[test]
+    fn fixed_variances_match_eq_11() {
+        let t = 600;
+        for variance in [VarianceType::FixedSmall, VarianceType::FixedLarge] {
+            let s = ddpm(variance);
+            let i = s.timesteps().iter().position(|&x| x == t).unwrap();
+            let tr = s.schedule().training_transition(t).unwrap();
+            let sigma = match variance {
+                VarianceType::FixedSmall => tr.posterior_variance().sqrt(),
+                _ => s.schedule().betas()[t].sqrt(),
+            };
+            let got = s.step(&small(EPS), i, &small(X), Some(&small(Z))).unwrap();
+            assert!(
+                max_abs_diff(&got, &eq_11(&s, t, sigma)) < 1e-12,
+                "{variance:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn learned_range_interpolates_in_log_space() {
+        let s = ddpm(VarianceType::LearnedRange);
+        let t = 300;
+        let i = s.timesteps().iter().position(|&x| x == t).unwrap();
+        let tr = s.schedule().training_transition(t).unwrap();
+        let (small_var, large_var) = (tr.posterior_variance(), tr.beta());
+        // v = -1 -> beta_tilde, v = +1 -> beta, v = 0 -> their geometric mean (eq. 15).
+        for (v, var) in [
+            (-1.0, small_var),
+            (1.0, large_var),
+            (0.0, (small_var * large_var).sqrt()),
+        ] {
+            let out = Tensor::cat(&[small(EPS), small([v; 8])], 1).unwrap();
+            let got = s.step(&out, i, &small(X), Some(&small(Z))).unwrap();
+            assert!(
+                max_abs_diff(&got, &eq_11(&s, t, var.sqrt())) < 1e-12,
+                "v = {v}"
+            );
+        }
+        // Without the variance channels a noisy step is an error, not a silent fixed variance.
+        assert!(s.step(&small(EPS), i, &small(X), Some(&small(Z))).is_err());
+    }
+
+    #[test]
+    fn last_step_returns_the_mean_without_noise() {
+        let s = ddpm(VarianceType::FixedLarge);
+        let last = s.timesteps().len() - 1;
+        assert!(!s.step_needs_noise(last));
+        let with = s
+            .step(&small(EPS), last, &small(X), Some(&small(Z)))
+            .unwrap();
+        let without = s.step(&small(EPS), last, &small(X), None).unwrap();
+        assert_eq!(max_abs_diff(&with, &without), 0.0);
+        // At t = 0 the posterior mean is the x_0 estimate itself.
+        let x0 = PredictionType::Epsilon.to_x0(
+            &small(EPS),
+            &small(X),
+            &[s.schedule().alpha_bar(0).unwrap(); 2],
+        );
+        assert!(max_abs_diff(&with, &x0.unwrap()) < 1e-12);
+        // A step that needs noise refuses to run without it.
+        assert!(s.step(&small(EPS), 0, &small(X), None).is_err());
+    }
+
+    #[test]
+    fn clip_sample_clamps_the_x0_estimate() {
+        let s = ddpm(VarianceType::FixedSmall).with_clip_sample(Some(1.0));
+        let out = s
+            .step_output(&small(EPS), 10, &small(X), Some(&small(Z)))
+            .unwrap();
+        let x0: Vec<f64> = out
+            .pred_original_sample
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(x0.iter().all(|v| v.abs() <= 1.0));
+        assert!(
+            x0.iter().any(|v| v.abs() == 1.0),
+            "the test input must actually clip"
+        );
+    }
+}

@@ -46,3 +46,59 @@ pub fn guide_doubled_batch(
     let rest = model_output.narrow(1, guided_channels, dims[1] - guided_channels)?;
     Tensor::cat(&[&guided, &rest], 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::max_abs_diff;
+    use candle_core::Device;
+
+    #[test]
+    fn guidance_interpolates_and_extrapolates() {
+        let dev = Device::Cpu;
+        let c = Tensor::new(&[1.0f64, 2.0], &dev).unwrap();
+        let u = Tensor::new(&[0.0f64, 4.0], &dev).unwrap();
+        assert_eq!(
+            max_abs_diff(&classifier_free_guidance(&c, &u, 1.0).unwrap(), &c),
+            0.0
+        );
+        assert_eq!(
+            max_abs_diff(&classifier_free_guidance(&c, &u, 0.0).unwrap(), &u),
+            0.0
+        );
+        let g: Vec<f64> = classifier_free_guidance(&c, &u, 4.0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(g, [4.0, -4.0]);
+    }
+
+    #[test]
+    fn doubled_batch_guides_only_the_first_channels() {
+        // [2B = 2, C_out = 5, 1]: cond = 10 + c, uncond = c.
+        let dev = Device::Cpu;
+        let cond: Vec<f64> = (0..5).map(|c| 10.0 + c as f64).collect();
+        let uncond: Vec<f64> = (0..5).map(|c| c as f64).collect();
+        let out =
+            Tensor::from_vec([cond.clone(), uncond.clone()].concat(), (2, 5, 1), &dev).unwrap();
+        let g = guide_doubled_batch(&out, DIT_REFERENCE_GUIDED_CHANNELS, 1.5).unwrap();
+        let g: Vec<Vec<f64>> = g.squeeze(2).unwrap().to_vec2().unwrap();
+        for half in &g {
+            for (c, value) in half.iter().take(3).enumerate() {
+                assert_eq!(*value, c as f64 + 1.5 * 10.0);
+            }
+        }
+        // Channels 3.. keep each half's own values (DiT's `rest`).
+        assert_eq!(&g[0][3..], &cond[3..]);
+        assert_eq!(&g[1][3..], &uncond[3..]);
+        let all = guide_doubled_batch(&out, 5, 1.5)
+            .unwrap()
+            .squeeze(2)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        assert_eq!(all[0][4], 4.0 + 15.0);
+        assert!(guide_doubled_batch(&out, 6, 1.5).is_err());
+        assert!(guide_doubled_batch(&out.narrow(0, 0, 1).unwrap(), 3, 1.5).is_err());
+    }
+}

@@ -51,6 +51,8 @@ pub mod respacing;
 pub mod sampling;
 pub mod schedule;
 pub mod scheduler;
+#[cfg(test)]
+mod testing;
 
 pub use ddpm::VarianceType;
 pub use guidance::{classifier_free_guidance, guide_doubled_batch, DIT_REFERENCE_GUIDED_CHANNELS};

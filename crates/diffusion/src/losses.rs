@@ -227,3 +227,207 @@ pub fn hybrid_loss(
 fn mean_flat(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(1)?.mean(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::BetaSchedule;
+    use crate::testing::max_abs_diff;
+    use candle_core::{DType, Device, Var};
+    use rand::SeedableRng;
+
+    fn scalar(t: &Tensor) -> f64 {
+        t.to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+    }
+
+    #[test]
+    fn kl_of_identical_gaussians_is_zero_and_known_values_hold() {
+        let dev = Device::Cpu;
+        let m = Tensor::new(&[0.3f64, -1.0, 2.0], &dev).unwrap();
+        let lv = Tensor::new(&[0.0f64, -3.0, 1.5], &dev).unwrap();
+        let kl: Vec<f64> = normal_kl(&m, &lv, &m, &lv).unwrap().to_vec1().unwrap();
+        assert!(kl.iter().all(|k| k.abs() < 1e-15));
+        // KL(N(0,1) || N(1,1)) = 1/2; KL(N(0,1) || N(0,e^2)) = 0.5 (e^-2 + 2 - 1).
+        let z = Tensor::new(&[0.0f64], &dev).unwrap();
+        let one = Tensor::new(&[1.0f64], &dev).unwrap();
+        assert!(
+            (scalar(&normal_kl(&z, &z, &one, &z).unwrap().sum_all().unwrap()) - 0.5).abs() < 1e-15
+        );
+        let two = Tensor::new(&[2.0f64], &dev).unwrap();
+        let expected = 0.5 * ((-2.0f64).exp() + 2.0 - 1.0);
+        assert!(
+            (scalar(&normal_kl(&z, &z, &z, &two).unwrap().sum_all().unwrap()) - expected).abs()
+                < 1e-15
+        );
+    }
+
+    #[test]
+    fn discretized_likelihood_is_a_distribution_over_the_256_bins() {
+        let dev = Device::Cpu;
+        let bins: Vec<f64> = (0..256).map(|k| k as f64 / 127.5 - 1.0).collect();
+        let x = Tensor::new(bins.as_slice(), &dev).unwrap();
+        for (mean, log_scale) in [(0.1, -2.0), (-0.95, -4.0), (0.0, 0.5)] {
+            let m = Tensor::new(&[mean], &dev).unwrap();
+            let ls = Tensor::new(&[log_scale], &dev).unwrap();
+            let lp = discretized_gaussian_log_likelihood(&x, &m, &ls).unwrap();
+            let total = scalar(&lp.exp().unwrap().sum_all().unwrap());
+            assert!(
+                (total - 1.0).abs() < 1e-9,
+                "mean {mean}: sum of bin probabilities {total}"
+            );
+        }
+        // A very narrow Gaussian on a bin puts (almost) all mass there: log p ~ 0.
+        let m = Tensor::new(&[bins[100]], &dev).unwrap();
+        let ls = Tensor::new(&[-10.0f64], &dev).unwrap();
+        let lp: Vec<f64> = discretized_gaussian_log_likelihood(&x, &m, &ls)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(lp[100].abs() < 1e-9);
+        assert!(lp[101] < -20.0);
+    }
+
+    #[test]
+    fn vlb_is_zero_for_the_true_posterior() {
+        // A model whose eps is the true noise and whose variance is beta_tilde (v = -1) is the
+        // true posterior: KL = 0 for t > 0.
+        let sched = NoiseSchedule::new(BetaSchedule::DDPM_LINEAR, 1000).unwrap();
+        let dev = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let x0 = crate::gaussian_noise(&[3, 1, 4, 4], DType::F64, &dev, &mut rng)
+            .unwrap()
+            .tanh()
+            .unwrap();
+        let noise = crate::gaussian_noise(&[3, 1, 4, 4], DType::F64, &dev, &mut rng).unwrap();
+        let t = [1usize, 400, 999];
+        let x_t = sched.add_noise(&x0, &noise, &t).unwrap();
+        let minus_one = noise.ones_like().unwrap().neg().unwrap();
+        let vlb = vlb_terms_bpd(
+            &sched,
+            &noise,
+            Some(&minus_one),
+            VarianceType::LearnedRange,
+            &x0,
+            &x_t,
+            &t,
+            PredictionType::Epsilon,
+        )
+        .unwrap();
+        let v: Vec<f64> = vlb.to_vec1().unwrap();
+        assert!(v.iter().all(|k| k.abs() < 1e-9), "{v:?}");
+        let fixed = vlb_terms_bpd(
+            &sched,
+            &noise,
+            None,
+            VarianceType::FixedSmall,
+            &x0,
+            &x_t,
+            &t,
+            PredictionType::Epsilon,
+        )
+        .unwrap();
+        assert!(max_abs_diff(&fixed, &vlb) < 1e-9);
+    }
+
+    #[test]
+    fn hybrid_loss_is_finite_and_the_vlb_trains_only_the_variance() {
+        let sched = NoiseSchedule::new(BetaSchedule::Cosine, 1000).unwrap();
+        let dev = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let shape = [4usize, 2, 3, 3];
+        let x0 = crate::gaussian_noise(&shape, DType::F32, &dev, &mut rng)
+            .unwrap()
+            .tanh()
+            .unwrap();
+        let noise = crate::gaussian_noise(&shape, DType::F32, &dev, &mut rng).unwrap();
+        let t = [0usize, 1, 500, 999]; // includes the decoder term at t = 0
+        let x_t = sched.add_noise(&x0, &noise, &t).unwrap();
+        let out = Var::from_tensor(
+            &crate::gaussian_noise(&[4, 4, 3, 3], DType::F32, &dev, &mut rng)
+                .unwrap()
+                .affine(0.5, 0.0)
+                .unwrap(),
+        )
+        .unwrap();
+        let terms = hybrid_loss(
+            &sched,
+            out.as_tensor(),
+            &x0,
+            &x_t,
+            &noise,
+            &t,
+            PredictionType::Epsilon,
+            true,
+            HYBRID_VLB_WEIGHT,
+        )
+        .unwrap();
+        let (mse, vlb, total) = (
+            scalar(&terms.mse),
+            scalar(terms.vlb.as_ref().unwrap()),
+            scalar(&terms.total),
+        );
+        assert!(mse.is_finite() && vlb.is_finite() && vlb > 0.0);
+        assert!(
+            (total - (mse + vlb)).abs() < 1e-4 * total.abs().max(1.0),
+            "0.001 * T = 1"
+        );
+        // Mean channels (0..2) get gradient from the MSE only; variance channels (2..4) from the VLB only.
+        let grads = terms.vlb.unwrap().backward().unwrap();
+        let g = grads.get(out.as_tensor()).expect("vlb has a gradient");
+        let mean_grad = scalar(&g.narrow(1, 0, 2).unwrap().abs().unwrap().sum_all().unwrap());
+        let var_grad = scalar(&g.narrow(1, 2, 2).unwrap().abs().unwrap().sum_all().unwrap());
+        assert_eq!(mean_grad, 0.0);
+        assert!(var_grad > 0.0 && var_grad.is_finite());
+        let grads = terms.total.backward().unwrap();
+        let g = grads.get(out.as_tensor()).unwrap();
+        assert!(scalar(&g.narrow(1, 0, 2).unwrap().abs().unwrap().sum_all().unwrap()) > 0.0);
+        // Shape mismatches are errors.
+        assert!(hybrid_loss(
+            &sched,
+            out.as_tensor(),
+            &x0,
+            &x_t,
+            &noise,
+            &t,
+            PredictionType::Epsilon,
+            false,
+            0.001
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn without_learned_sigma_the_loss_is_l_simple() {
+        let sched = NoiseSchedule::new(BetaSchedule::DDPM_LINEAR, 1000).unwrap();
+        let dev = Device::Cpu;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let x0 = crate::gaussian_noise(&[2, 1, 2, 2], DType::F64, &dev, &mut rng).unwrap();
+        let noise = crate::gaussian_noise(&[2, 1, 2, 2], DType::F64, &dev, &mut rng).unwrap();
+        let t = [10usize, 900];
+        let x_t = sched.add_noise(&x0, &noise, &t).unwrap();
+        for p in [
+            PredictionType::Epsilon,
+            PredictionType::Sample,
+            PredictionType::VPrediction,
+        ] {
+            let target = sched.training_target(&x0, &noise, &t, p).unwrap();
+            let exact =
+                hybrid_loss(&sched, &target, &x0, &x_t, &noise, &t, p, false, 0.001).unwrap();
+            assert_eq!(scalar(&exact.total), 0.0);
+            assert!(exact.vlb.is_none());
+            let off = hybrid_loss(
+                &sched,
+                &target.affine(1.0, 0.5).unwrap(),
+                &x0,
+                &x_t,
+                &noise,
+                &t,
+                p,
+                false,
+                0.001,
+            )
+            .unwrap();
+            assert!((scalar(&off.mse) - 0.25).abs() < 1e-12);
+        }
+    }
+}

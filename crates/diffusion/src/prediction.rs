@@ -105,3 +105,59 @@ fn scales(alpha_bars: &[f64], like: &Tensor) -> Result<(Tensor, Tensor)> {
     let s1: Vec<f64> = alpha_bars.iter().map(|a| (1.0 - a).sqrt()).collect();
     Ok((per_sample(&s, like)?, per_sample(&s1, like)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        a.sub(b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn eps_x0_v_round_trip() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[[0.9f64, -0.4, 0.1], [0.0, 1.0, -1.0]], &dev).unwrap();
+        let eps = Tensor::new(&[[0.3f64, 1.7, -0.8], [-1.2, 0.05, 2.2]], &dev).unwrap();
+        let ab = [0.9, 0.02];
+        let (s, s1) = scales(&ab, &x0).unwrap();
+        let x_t = lincomb(&s, &x0, &s1, &eps).unwrap();
+        for p in [
+            PredictionType::Epsilon,
+            PredictionType::Sample,
+            PredictionType::VPrediction,
+        ] {
+            let target = p.target(&x0, &eps, &ab).unwrap();
+            let (x0_back, eps_back) = p.to_x0_and_eps(&target, &x_t, &ab).unwrap();
+            assert!(max_diff(&x0_back, &x0) < 1e-12, "{p:?} x0");
+            assert!(max_diff(&eps_back, &eps) < 1e-12, "{p:?} eps");
+            assert_eq!(PredictionType::parse(p.as_str()), Some(p));
+        }
+        let eps_from = PredictionType::eps_from_x0(&x0, &x_t, &ab).unwrap();
+        assert!(max_diff(&eps_from, &eps) < 1e-12);
+    }
+
+    #[test]
+    fn v_matches_its_definition() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[[2.0f64]], &dev).unwrap();
+        let eps = Tensor::new(&[[3.0f64]], &dev).unwrap();
+        let v: Vec<Vec<f64>> = PredictionType::VPrediction
+            .target(&x0, &eps, &[0.25])
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        // v = sqrt(0.25) * 3 - sqrt(0.75) * 2
+        assert!((v[0][0] - (1.5 - 0.75f64.sqrt() * 2.0)).abs() < 1e-15);
+    }
+}

@@ -88,3 +88,61 @@ pub fn spaced_timesteps(
     debug_assert!(steps.windows(2).all(|w| w[0] > w[1]));
     Ok(steps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BetaSchedule, NoiseSchedule};
+
+    #[test]
+    fn spacing_lists_match_diffusers() {
+        // The T = 1000, n = 10 rows of Lin et al. 2024, Table 2 (diffusers' docs).
+        let lin = spaced_timesteps(1000, 10, TimestepSpacing::Linspace).unwrap();
+        assert_eq!(lin, [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
+        let lead = spaced_timesteps(1000, 10, TimestepSpacing::Leading).unwrap();
+        assert_eq!(lead, [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+        let trail = spaced_timesteps(1000, 10, TimestepSpacing::Trailing).unwrap();
+        assert_eq!(trail, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+        // Uneven divisions (numpy's half-to-even rounding: 499.5 -> 500).
+        assert_eq!(
+            spaced_timesteps(1000, 3, TimestepSpacing::Linspace).unwrap(),
+            [999, 500, 0]
+        );
+        assert_eq!(
+            spaced_timesteps(1000, 3, TimestepSpacing::Leading).unwrap(),
+            [666, 333, 0]
+        );
+        assert_eq!(
+            spaced_timesteps(1000, 3, TimestepSpacing::Trailing).unwrap(),
+            [999, 666, 332]
+        );
+        assert_eq!(
+            spaced_timesteps(1000, 1, TimestepSpacing::Linspace).unwrap(),
+            [999]
+        );
+        let full = spaced_timesteps(50, 50, TimestepSpacing::Leading).unwrap();
+        assert_eq!(full, (0..50).rev().collect::<Vec<_>>());
+        for s in [
+            TimestepSpacing::Linspace,
+            TimestepSpacing::Leading,
+            TimestepSpacing::Trailing,
+        ] {
+            assert_eq!(TimestepSpacing::parse(s.as_str()), Some(s));
+            assert!(spaced_timesteps(1000, 0, s).is_err());
+            assert!(spaced_timesteps(1000, 1001, s).is_err());
+        }
+    }
+
+    #[test]
+    fn respaced_betas_telescope_to_alpha_bar() {
+        // improved-diffusion respacing: prod of the subset's (1 - beta) is alpha_bar at its top.
+        let s = NoiseSchedule::new(BetaSchedule::Cosine, 1000).unwrap();
+        let steps = spaced_timesteps(1000, 25, TimestepSpacing::Linspace).unwrap();
+        let mut prod = 1.0;
+        for (k, &t) in steps.iter().enumerate() {
+            let tr = s.transition(t, steps.get(k + 1).copied()).unwrap();
+            prod *= 1.0 - tr.beta();
+        }
+        assert!((prod - s.alpha_bar(999).unwrap()).abs() < 1e-15);
+    }
+}

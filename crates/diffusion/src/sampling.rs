@@ -56,3 +56,108 @@ pub fn sample(
         progress,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{max_abs_diff, small};
+    use crate::{
+        BetaSchedule, NoiseSchedule, PredictionType, SamplerKind, TimestepSpacing, VarianceType,
+    };
+    use rand::SeedableRng;
+    use std::cell::RefCell;
+
+    const X0: [f64; 8] = [0.3, -0.2, 0.9, 0.0, -0.7, 0.1, 0.5, -1.0];
+
+    /// The exact denoiser for data that is the single point X0: eps(x, t) = (x - sqrt(ab) x0) / sqrt(1 - ab).
+    fn oracle(s: &Scheduler) -> impl FnMut(&Tensor, usize) -> Result<Tensor> + '_ {
+        move |x, t| {
+            let ab = s.schedule().alpha_bar(t)?;
+            x.sub(&small(X0).affine(ab.sqrt(), 0.0)?)?
+                .affine(1.0 / (1.0 - ab).sqrt(), 0.0)
+        }
+    }
+
+    #[test]
+    fn every_sampler_recovers_a_point_mass_through_the_one_loop() {
+        let sched = NoiseSchedule::new(BetaSchedule::DDPM_LINEAR, 1000).unwrap();
+        let samplers = [
+            SamplerKind::Ddpm {
+                variance: VarianceType::FixedSmall,
+            },
+            SamplerKind::Ddpm {
+                variance: VarianceType::FixedLarge,
+            },
+            SamplerKind::Ddim { eta: 0.0 },
+            SamplerKind::Ddim { eta: 1.0 },
+        ];
+        for kind in samplers {
+            let mut s = Scheduler::new(sched.clone(), kind, PredictionType::Epsilon);
+            s.set_timesteps(50, TimestepSpacing::Trailing).unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let x_t = crate::gaussian_like(&small(X0), &mut rng).unwrap();
+            let seen = RefCell::new(Vec::new());
+            let report = |done: usize, total: usize| seen.borrow_mut().push((done, total));
+            let out = sample(&s, x_t, oracle(&s), &mut rng, Some(&report)).unwrap();
+            assert!(max_abs_diff(&out, &small(X0)) < 1e-9, "{kind:?}");
+            let seen = seen.into_inner();
+            assert_eq!(seen.len(), 50);
+            assert_eq!(seen[49], (50, 50));
+        }
+    }
+
+    #[test]
+    fn the_loop_visits_timesteps_in_order_and_draws_noise_only_when_needed() {
+        let sched = NoiseSchedule::new(BetaSchedule::Cosine, 1000).unwrap();
+        for (kind, draws) in [
+            (
+                SamplerKind::Ddpm {
+                    variance: VarianceType::FixedSmall,
+                },
+                9,
+            ),
+            (SamplerKind::Ddim { eta: 0.0 }, 0),
+            (SamplerKind::Ddim { eta: 0.5 }, 9),
+        ] {
+            let mut s = Scheduler::new(sched.clone(), kind, PredictionType::Epsilon);
+            s.set_timesteps(10, TimestepSpacing::Linspace).unwrap();
+            let mut visited = Vec::new();
+            let mut noise_steps = Vec::new();
+            sample_with_noise(
+                &s,
+                small(X0),
+                |x, t| {
+                    visited.push(t);
+                    x.zeros_like()
+                },
+                |i, like| {
+                    noise_steps.push(i);
+                    like.zeros_like()
+                },
+                None,
+            )
+            .unwrap();
+            assert_eq!(visited, s.timesteps());
+            assert_eq!(noise_steps, (0..draws).collect::<Vec<_>>(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_denoiser_error_stops_the_loop() {
+        let sched = NoiseSchedule::new(BetaSchedule::Cosine, 10).unwrap();
+        let s = Scheduler::new(
+            sched,
+            SamplerKind::Ddim { eta: 0.0 },
+            PredictionType::Epsilon,
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let r = sample(
+            &s,
+            small(X0),
+            |_, _| candle_core::bail!("model failed"),
+            &mut rng,
+            None,
+        );
+        assert!(r.unwrap_err().to_string().contains("model failed"));
+    }
+}

@@ -297,3 +297,121 @@ pub(crate) fn check_batch(x: &Tensor, t: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn linear() -> NoiseSchedule {
+        NoiseSchedule::new(BetaSchedule::DDPM_LINEAR, 1000).unwrap()
+    }
+
+    #[test]
+    fn linear_endpoints_and_alpha_bar() {
+        let s = linear();
+        assert_eq!(s.betas()[0], 1e-4);
+        assert_eq!(s.betas()[999], 0.02);
+        assert!((s.betas()[500] - (1e-4 + 500.0 * (0.02 - 1e-4) / 999.0)).abs() < 1e-15);
+        assert!((s.alpha_bar(0).unwrap() - (1.0 - 1e-4)).abs() < 1e-15);
+        let log_sum: f64 = s.betas().iter().map(|b| (1.0 - b).ln()).sum();
+        let end = s.alpha_bar(999).unwrap();
+        assert!((end - log_sum.exp()).abs() < 1e-12);
+        // The well-known terminal alpha_bar of DDPM's schedule, ~4.04e-5 (SNR close to 0).
+        assert!((end - 4.04e-5).abs() < 0.01e-5, "{end}");
+        assert!(s.alpha_bar(1000).is_err());
+    }
+
+    #[test]
+    fn cosine_follows_eq_17_until_the_cap() {
+        let s = NoiseSchedule::new(BetaSchedule::Cosine, 1000).unwrap();
+        let f0 = cosine_alpha_bar(0.0);
+        for t in [0usize, 1, 10, 250, 500, 900, 980] {
+            let expected = cosine_alpha_bar((t + 1) as f64 / 1000.0) / f0;
+            let got = s.alpha_bar(t).unwrap();
+            assert!((got - expected).abs() < 1e-12, "t={t}: {got} vs {expected}");
+        }
+        assert_eq!(s.betas()[999], COSINE_MAX_BETA);
+        assert!(s.betas().windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn bad_betas_are_rejected() {
+        assert!(NoiseSchedule::from_betas(vec![]).is_err());
+        assert!(NoiseSchedule::from_betas(vec![0.1, 0.0]).is_err());
+        assert!(NoiseSchedule::from_betas(vec![0.1, 1.5]).is_err());
+        assert!(NoiseSchedule::from_betas(vec![f64::NAN]).is_err());
+        assert!(BetaSchedule::Cosine.betas(0).is_err());
+    }
+
+    #[test]
+    fn q_sample_has_the_marginal_mean_and_variance() {
+        // Eq. 4: x_t ~ N(sqrt(alpha_bar) x_0, (1 - alpha_bar)); check over 2 x 20000 draws.
+        use rand::SeedableRng;
+        let s = linear();
+        let n = 20_000;
+        let x0 = Tensor::full(0.5f64, (2, n), &Device::Cpu).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let noise =
+            crate::noise::gaussian_noise(&[2, n], DType::F64, &Device::Cpu, &mut rng).unwrap();
+        let t = [100usize, 700];
+        let x_t = s.add_noise(&x0, &noise, &t).unwrap();
+        for (row, &ti) in t.iter().enumerate() {
+            let v: Vec<f64> = x_t.get(row).unwrap().to_vec1().unwrap();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let ab = s.alpha_bar(ti).unwrap();
+            let se_mean = ((1.0 - ab) / n as f64).sqrt();
+            let se_var = (1.0 - ab) * (2.0 / n as f64).sqrt();
+            assert!(
+                (mean - 0.5 * ab.sqrt()).abs() < 5.0 * se_mean,
+                "t={ti} mean {mean}"
+            );
+            assert!((var - (1.0 - ab)).abs() < 5.0 * se_var, "t={ti} var {var}");
+        }
+    }
+
+    #[test]
+    fn posterior_matches_ddpm_eq_7() {
+        let s = linear();
+        for t in [1usize, 10, 500, 999] {
+            let tr = s.training_transition(t).unwrap();
+            let (ab, ab_prev, beta) = (
+                s.alpha_bar(t).unwrap(),
+                s.alpha_bar(t - 1).unwrap(),
+                s.betas()[t],
+            );
+            assert!((tr.beta() - beta).abs() < 1e-12);
+            assert!((tr.posterior_variance() - (1.0 - ab_prev) / (1.0 - ab) * beta).abs() < 1e-15);
+            // With no noise x_t = sqrt(ab) x_0, and the posterior mean must be sqrt(ab_prev) x_0.
+            let (c0, ct) = tr.posterior_mean_coefs();
+            assert!((c0 + ct * ab.sqrt() - ab_prev.sqrt()).abs() < 1e-12);
+        }
+        // t = 0 goes to x_0 itself; its log variance is clipped to t = 1's.
+        let tr0 = s.training_transition(0).unwrap();
+        assert_eq!(tr0.posterior_mean_coefs().1, 0.0);
+        assert!((tr0.posterior_mean_coefs().0 - 1.0).abs() < 1e-12);
+        assert_eq!(
+            s.posterior_log_variance_clipped(0).unwrap(),
+            s.posterior_log_variance_clipped(1).unwrap()
+        );
+        assert!(s.transition(10, Some(10)).is_err());
+    }
+
+    #[test]
+    fn posterior_mean_tensor_agrees_with_coefficients() {
+        let s = linear();
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[[1.0f64, -1.0], [0.5, 0.25]], &dev).unwrap();
+        let x_t = Tensor::new(&[[0.3f64, 0.2], [-0.7, 2.0]], &dev).unwrap();
+        let (mean, log_var) = s
+            .q_posterior_mean_log_variance(&x0, &x_t, &[3, 800])
+            .unwrap();
+        let mean: Vec<Vec<f64>> = mean.to_vec2().unwrap();
+        let (c0, ct) = s.training_transition(800).unwrap().posterior_mean_coefs();
+        assert!((mean[1][1] - (c0 * 0.25 + ct * 2.0)).abs() < 1e-12);
+        let lv: Vec<Vec<f64>> = log_var.to_vec2().unwrap();
+        assert_eq!(lv[0][0], s.posterior_log_variance_clipped(3).unwrap());
+        assert!(s.add_noise(&x0, &x_t, &[1]).is_err());
+    }
+}
