@@ -20,10 +20,12 @@ pub enum Conditioning {
     /// after self-attention.
     CrossAttention,
     /// Adaptive LayerNorm: scale and shift of each LayerNorm regressed from t + c.
+    #[serde(rename = "adaln")]
     AdaLn,
     /// adaLN plus a residual gate α before each residual connection, the regression zero-initialised
     /// so every block starts as the identity. The paper's choice.
     #[default]
+    #[serde(rename = "adaln-zero")]
     AdaLnZero,
 }
 
@@ -278,5 +280,9 @@ mod tests {
             Conditioning::AdaLnZero
         );
         assert!(Conditioning::parse("film").is_err());
+        for design in Conditioning::ALL {
+            let json = serde_json::to_string(&design).unwrap();
+            assert_eq!(json, format!("\"{}\"", design.name()));
+        }
     }
 }

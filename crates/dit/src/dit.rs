@@ -296,9 +296,16 @@ mod tests {
     fn random_dit(cfg: &DitConfig, seed: u64) -> (DiT, VarMap) {
         let vm = VarMap::new();
         let dit = DiT::new(cfg, seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu)).unwrap();
-        for var in vm.all_vars() {
-            let r = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).unwrap();
-            var.set(&r).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let var = vm.data().lock().unwrap()[&name].clone();
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| rng.gen_range(-0.5f32..0.5))
+                .collect();
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
         }
         (dit, vm)
     }
@@ -312,7 +319,13 @@ mod tests {
         (x, t, y, s)
     }
 
+    /// Max abs difference relative to the larger magnitude of `b` (at least 1).
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let s: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        abs_diff(a, b) / s.max(1.0)
+    }
+
+    fn abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()
@@ -374,7 +387,7 @@ mod tests {
         );
         for block in &dit.blocks {
             assert_eq!(
-                max_diff(&block.forward(&tokens, &cond).unwrap(), &tokens),
+                abs_diff(&block.forward(&tokens, &cond).unwrap(), &tokens),
                 0.0
             );
         }
