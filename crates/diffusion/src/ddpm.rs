@@ -20,11 +20,11 @@ use crate::schedule::{Transition, MIN_VARIANCE};
 /// The variance of the reverse process `p(x_{t-1} | x_t)` (diffusers `variance_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VarianceType {
-    /// `beta_tilde_t`, the posterior variance (DDPM's choice for the best samples on CIFAR-10's
-    /// fixed-variance runs; diffusers' default).
+    /// `beta_tilde_t`, the posterior variance: optimal when `x_0` is a single point (DDPM §3.2);
+    /// diffusers' default.
     #[default]
     FixedSmall,
-    /// `beta_t`.
+    /// `beta_t`: optimal for `x_0 ~ N(0, I)` (DDPM §3.2).
     FixedLarge,
     /// Interpolated in log space between the two by the model's extra channels (improved DDPM
     /// eq. 15; DiT).
