@@ -111,7 +111,7 @@ pub struct DitConfig {
 impl DitConfig {
     /// A named configuration: `S/2` ... `XL/8` (also written `DiT-XL/2`) for the paper's models on
     /// 32x32x4 latents, 1000 classes, learned Σ; or a CPU preset for 28x28x1, 10 classes:
-    /// `cpu-tiny` (p=4, d=128, N=4) and `cpu-small` (p=2, d=192, N=6).
+    /// `cpu-tiny` (p=4, d=128, N=4, 4 heads) and `cpu-small` (p=4, d=192, N=6, 6 heads).
     pub fn preset(name: &str) -> Result<Self> {
         let key = name.trim();
         let key = key.strip_prefix("DiT-").unwrap_or(key);
@@ -153,7 +153,7 @@ impl DitConfig {
     fn cpu_preset(name: &str) -> Option<Self> {
         let (patch_size, hidden_size, depth, num_heads) = match name {
             "cpu-tiny" => (4, 128, 4, 4),
-            "cpu-small" => (2, 192, 6, 6),
+            "cpu-small" => (4, 192, 6, 6),
             _ => return None,
         };
         Some(Self {

@@ -56,7 +56,7 @@ impl SeededVarMap {
             Init::Const(v) => vec![v as f32; n],
             Init::Uniform { lo, up } => (0..n).map(|_| rng.gen_range(lo..up) as f32).collect(),
             Init::Randn { mean, stdev } => (0..n)
-                .map(|_| (mean + stdev * standard_normal(&mut *rng)) as f32)
+                .map(|_| (mean + stdev * standard_normal(&mut rng)) as f32)
                 .collect(),
             Init::Kaiming { .. } => {
                 candle_core::bail!("the seeded DiT initialiser does not draw Kaiming hints")

@@ -43,6 +43,7 @@ pub mod layers;
 pub mod patchify;
 pub mod pos_embed;
 pub mod sequence_embedder;
+pub mod text_condition;
 pub mod timestep_embedder;
 
 pub use config::{Conditioning, DitConfig};

@@ -37,9 +37,14 @@ impl PatchEmbed {
     /// `[B, C, H, W]` to tokens `[B, T, D]`, row-major over the patch grid.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let patches = patchify(x, self.patch)?;
-        let (hidden, c, p, _) = self.weight.dims4()?;
-        let w = self.weight.reshape((hidden, c * p * p))?.t()?;
-        patches.broadcast_matmul(&w)?.broadcast_add(&self.bias)
+        let (b, t, width) = patches.dims3()?;
+        let hidden = self.weight.dim(0)?;
+        let w = self.weight.reshape((hidden, width))?.t()?;
+        patches
+            .reshape((b * t, width))?
+            .matmul(&w)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, t, hidden))
     }
 }
 

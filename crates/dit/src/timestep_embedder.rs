@@ -15,8 +15,10 @@ use candle_nn::{Linear, VarBuilder};
 /// The sinusoidal features `[B, dim]` of timesteps `t` (`[B]`, possibly fractional).
 pub fn timestep_frequencies(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {
     let half = dim / 2;
+    // In f32 like the reference (`torch.exp(-log(P) * arange(half, f32) / half)`): at t ~ 1000 an
+    // f64-rounded frequency would already move the features by ~1e-5.
     let freqs: Vec<f32> = (0..half)
-        .map(|k| (-(max_period.ln()) * k as f64 / half as f64).exp() as f32)
+        .map(|k| (-(max_period.ln() as f32) * k as f32 / half as f32).exp())
         .collect();
     let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
     let args = t
