@@ -1,11 +1,11 @@
 """PyTorch (CPU) rendition of ferrite's DiT training step, for the side-by-side throughput figure.
 
 Same model as `DitConfig::preset("cpu-tiny")` (adaLN-Zero DiT, Peebles & Xie 2023: 28x28x1 input,
-patch 4 -> 49 tokens, hidden 128, depth 4, 4 heads, MLP ratio 4, 10 classes + null, 256 sinusoidal
+patch 7 -> 16 tokens as ferrite's CPU recipe, or `--patch 4` -> 49 tokens as the preset; hidden 128, depth 4, 4 heads, MLP ratio 4, 10 classes + null, 256 sinusoidal
 timestep features), the same step (t ~ U{0..999}, eps ~ N(0, I), linear DDPM betas, MSE on eps,
 AdamW), the same batch. Random data of the right shape: the speed does not depend on the pixels.
 
-    ~/.cache/ferrite-peers/bin/python bench/dit_train_torch.py --threads 2 --batch 64 --steps 30
+    ~/.cache/ferrite-peers/bin/python bench/dit_train_torch.py --threads 2 --batch 32 --steps 30
 prints JSON: train images/s and sampling (forward-only) images/s.
 """
 import argparse
@@ -98,7 +98,8 @@ class DiT(nn.Module):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--patch", type=int, default=7, help="7 = ferrite's CPU recipe, 4 = cpu-tiny as preset")
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--sample-batch", type=int, default=250)
@@ -106,7 +107,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = DiT()
+    model = DiT(patch=a.patch)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
@@ -138,7 +139,7 @@ def main():
             model(xs, torch.full((a.sample_batch,), 999 - i), ys)
         fwd_secs = time.perf_counter() - t0
     print(json.dumps({
-        "impl": f"pytorch {torch.__version__}", "threads": a.threads, "batch": a.batch,
+        "impl": f"pytorch {torch.__version__}", "threads": a.threads, "batch": a.batch, "patch": a.patch,
         "train_images_per_sec": a.steps * a.batch / train_secs,
         "forward_images_per_sec": a.sample_steps * a.sample_batch / fwd_secs,
         "params": sum(p.numel() for p in model.parameters()),

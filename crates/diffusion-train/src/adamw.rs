@@ -93,12 +93,14 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
-            s.m = ((&s.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
-            s.v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            // detached: moments must not record ops (that would chain every past step)
+            let g = g.detach();
+            s.m = ((&s.m * p.beta1)? + (&g * (1.0 - p.beta1))?)?.detach();
+            s.v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?.detach();
             let m_hat = (&s.m * bias1)?;
             let v_hat = (&s.v * bias2)?;
             let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
-            let decayed = (s.var.as_tensor() * (1.0 - p.lr * p.weight_decay))?;
+            let decayed = (s.var.as_tensor().detach() * (1.0 - p.lr * p.weight_decay))?;
             s.var.set(&(decayed - (update * p.lr)?)?)?;
         }
         Ok(())

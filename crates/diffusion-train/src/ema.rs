@@ -39,7 +39,9 @@ impl Ema {
     pub fn update(&mut self, t: u64) -> Result<()> {
         let d = self.decay_at(t);
         for (_, var, avg) in &mut self.averages {
-            *avg = ((&*avg * d)? + (var.as_tensor() * (1.0 - d))?)?;
+            // detach: the weights are a variable, so the result would otherwise record the
+            // op and chain every past average (one copy of the weights per step).
+            *avg = ((&*avg * d)? + (var.as_tensor().detach() * (1.0 - d))?)?.detach();
         }
         Ok(())
     }

@@ -57,3 +57,24 @@ pub fn score_samples(
         samples: n,
     })
 }
+
+/// The FID floor at a sample size: scores `per_class` real *training* images of each class
+/// (the first ones in file order) as if they were samples, so a row's FID can be read against
+/// what `n` perfect samples would get (FID is biased upwards at small `n`).
+pub fn real_image_baseline(
+    classifier: &Classifier,
+    reference: &Reference,
+    train: &Dataset,
+    per_class: usize,
+) -> Result<SampleScores> {
+    let mut idx = Vec::new();
+    for c in 0..crate::fashion_mnist::NUM_CLASSES as u8 {
+        let of_class = (0..train.len())
+            .filter(|&i| train.labels[i] == c)
+            .take(per_class);
+        idx.extend(of_class);
+    }
+    ensure!(idx.len() >= 2, "too few training images for a baseline");
+    let (x, y) = train.batch(&idx, train.rows, &Device::Cpu)?;
+    score_samples(classifier, reference, &x, &y.to_vec1::<u32>()?)
+}

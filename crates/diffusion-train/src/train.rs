@@ -304,10 +304,13 @@ impl Trainer {
             let mean = tail.iter().sum::<f32>() / tail.len() as f32;
             bar.set_position(done);
             bar.set_message(format!("loss {mean:.4} {ips:.0} img/s"));
-            if let Some(path) = checkpoint {
-                if (every > 0 && done % every == 0) || done == total {
-                    self.save(path)?;
-                }
+            let at_checkpoint = (every > 0 && done % every == 0) || done == total;
+            if let Some(path) = checkpoint.filter(|_| at_checkpoint) {
+                self.save(path)?;
+            }
+            if at_checkpoint && bar.is_hidden() {
+                // No terminal (a log file): one line per checkpoint instead of the bar.
+                eprintln!("step {done}/{total} loss {mean:.4} {ips:.0} img/s");
             }
         }
         Ok(())

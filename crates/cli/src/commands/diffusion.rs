@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use ferrite_diffusion_train::classifier::{load_classifier, train_classifier, TrainedClassifier};
-use ferrite_diffusion_train::evaluate::{score_samples, Reference};
+use ferrite_diffusion_train::evaluate::{real_image_baseline, score_samples, Reference};
 use ferrite_diffusion_train::fashion_mnist::{
     crop_center, Dataset, Split, DEFAULT_DIR, NUM_CLASSES,
 };
@@ -200,6 +200,9 @@ struct EvalArgs {
     /// Also write the first 10 samples of each class as a grid PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
+    /// Also score as many real training images (the FID floor at this sample count).
+    #[arg(long)]
+    baseline: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -454,7 +457,16 @@ fn eval(a: EvalArgs) -> Result<()> {
         write_grid(grid, &sel, cols, 2)?;
     }
     let scores = score_samples(&clf.model, &reference, &x, &labels)?;
+    let baseline = if a.baseline {
+        let train = Dataset::load(&a.classifier.data, Split::Train)?;
+        Some(real_image_baseline(
+            &clf.model, &reference, &train, per_class,
+        )?)
+    } else {
+        None
+    };
     let report = serde_json::json!({
+        "real_images_at_same_n": baseline,
         "checkpoint": a.checkpoint,
         "training_step": loaded.state.step,
         "sampler": opts,
@@ -479,6 +491,12 @@ fn eval(a: EvalArgs) -> Result<()> {
             scores.class_accuracy,
             scores.samples as f64 / secs.max(1e-9)
         );
+        if let Some(b) = baseline {
+            println!(
+                "real training images, same count: FID {:.3} | class accuracy {:.3}",
+                b.classifier_fid, b.class_accuracy
+            );
+        }
         Ok(())
     }
 }
