@@ -36,10 +36,11 @@ evaluate() {
     for i in $(seq 1 "$N"); do
       steps=$((SEG * i))
       [ -f "$OUT/$design.eval.step$steps.json" ] && continue
+      floor=(); [ "$i" -eq "$N" ] && floor=(--baseline)  # real-image FID at the same n, once per design
       /usr/bin/time -f "%e %U %S" -o "$OUT/$design.eval.step$steps.time" \
         nice -n 10 "$BIN" diffusion eval --threads "$THREADS" --checkpoint "$OUT/$design.step$steps.safetensors" \
         --classifier "$CLASSIFIER" --sampler ddim --steps 10 --samples "$SAMPLES" --seed 0 \
-        --grid "$OUT/$design.step$steps.grid.png" --quiet --json > "$OUT/$design.eval.step$steps.json.tmp"
+        --grid "$OUT/$design.step$steps.grid.png" "${floor[@]}" --quiet --json > "$OUT/$design.eval.step$steps.json.tmp"
       mv "$OUT/$design.eval.step$steps.json.tmp" "$OUT/$design.eval.step$steps.json"
     done
   done
