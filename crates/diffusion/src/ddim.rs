@@ -4,9 +4,12 @@
 //!
 //! with eq. 16's `sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev)`:
 //! `eta = 0` is the deterministic DDIM, `eta = 1` recovers DDPM's `beta_tilde` variance.
-//! `eps_pred` is the model's (unclipped) noise estimate, as in the paper and diffusers' default
-//! (`use_clipped_model_output=False`); improved-diffusion re-derives it from the clipped `x_0`,
-//! which differs only when `clip_sample` is on.
+//! `eps_pred` is the model's noise estimate, as in the paper and diffusers' default
+//! (`use_clipped_model_output=False`), or, with
+//! [`crate::Scheduler::with_clipped_model_output`], the `eps` re-derived from the clipped `x_0`
+//! (improved-diffusion's `ddim_sample`), which differs only when `clip_sample` is on. With
+//! clipping, the re-derived `eps` is the one to use: the unclipped one loses
+//! `sqrt(alpha_bar_prev) (x_0 - clip(x_0))` per step, so the error grows with the step count.
 
 use candle_core::{Result, Tensor};
 

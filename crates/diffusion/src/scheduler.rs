@@ -46,6 +46,7 @@ pub struct Scheduler {
     prediction_type: PredictionType,
     sampler: SamplerKind,
     clip_sample: Option<f64>,
+    use_clipped_model_output: bool,
     timesteps: Vec<usize>,
 }
 
@@ -62,6 +63,7 @@ impl Scheduler {
             prediction_type,
             sampler,
             clip_sample: None,
+            use_clipped_model_output: false,
             timesteps,
         }
     }
@@ -70,6 +72,16 @@ impl Scheduler {
     /// `clip_sample_range`, improved-diffusion `clip_denoised` with range 1). `None` disables it.
     pub fn with_clip_sample(mut self, range: Option<f64>) -> Self {
         self.clip_sample = range;
+        self
+    }
+
+    /// DDIM only: re-derive `eps` from the clipped `x_0` (diffusers `use_clipped_model_output`,
+    /// improved-diffusion / DiT `ddim_sample`, which always does). Without it, a clipped `x_0`
+    /// paired with the model's unclipped `eps` is no longer a decomposition of `x_t`: each step
+    /// drops `sqrt(alpha_bar_prev) (x_0 - clip(x_0))` whatever its size, so the error grows with
+    /// the number of steps. Off by default (diffusers' default); a no-op without `clip_sample`.
+    pub fn with_clipped_model_output(mut self, on: bool) -> Self {
+        self.use_clipped_model_output = on;
         self
     }
 
@@ -191,9 +203,14 @@ impl Scheduler {
         let (x0, eps) = self
             .prediction_type
             .to_x0_and_eps(&prediction, sample, &alpha_bars)?;
-        let x0 = match self.clip_sample {
-            Some(r) => x0.clamp(-r, r)?,
-            None => x0,
+        let (x0, eps) = match self.clip_sample {
+            Some(r) if self.use_clipped_model_output => {
+                let x0 = x0.clamp(-r, r)?;
+                let eps = PredictionType::eps_from_x0(&x0, sample, &alpha_bars)?;
+                (x0, eps)
+            }
+            Some(r) => (x0.clamp(-r, r)?, eps),
+            None => (x0, eps),
         };
         let noise = if self.needs_noise_between(Some(t), prev) {
             match noise {
