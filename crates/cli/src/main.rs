@@ -38,6 +38,8 @@ enum Command {
     Rl(ferrite_rl::cli::RlArgs),
     /// Attention rank collapse: residual per layer for SAN / SAN+skip / SAN+MLP / full, paths, Theorem 2.2 check.
     Rank(ferrite_rank::cli::RankArgs),
+    /// Diffusion transformers on Fashion-MNIST: train, sample, eval (classifier-feature FID), info.
+    Diffusion(commands::diffusion::DiffusionArgs),
 }
 
 fn main() {
@@ -72,6 +74,7 @@ fn main() {
         Command::Serve(a) => commands::serve::run(a),
         Command::Rl(a) => ferrite_rl::cli::run(a),
         Command::Rank(a) => ferrite_rank::cli::run(a),
+        Command::Diffusion(a) => commands::diffusion::run(a),
     };
     if let Err(e) = result {
         // One line: the chain of contexts, outermost first.

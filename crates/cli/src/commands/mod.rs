@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod diffusion;
 pub mod generate;
 pub mod info;
 pub mod ppl;
