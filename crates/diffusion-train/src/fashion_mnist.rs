@@ -14,19 +14,8 @@ use std::path::{Path, PathBuf};
 /// Where `apt-get install dataset-fashion-mnist` puts the files.
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// The ten class names, in label order.
-pub const CLASS_NAMES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+/// The ten class names, in label order (defined once, beside the DiT text conditions).
+pub use ferrite_dit::text_condition::FASHION_MNIST_CLASSES as CLASS_NAMES;
 
 /// Number of classes.
 pub const NUM_CLASSES: usize = 10;

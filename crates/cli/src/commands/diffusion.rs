@@ -339,33 +339,64 @@ fn sampling_bar(quiet: bool, n: usize, opts: &SamplerOptions, batch: usize) -> P
     pb
 }
 
-fn sample(a: SampleArgs) -> Result<()> {
-    if a.per_class == 0 {
-        bail!("--per-class must be at least 1");
-    }
-    let loaded = load_model(&a.checkpoint, !a.sampler.no_ema)?;
-    let opts = a.sampler.options();
-    let labels = class_major_labels(NUM_CLASSES, a.per_class);
-    let pb = sampling_bar(a.quiet, labels.len(), &opts, a.sampler.batch);
+/// Class-conditional samples, `per_class` of every class in class-major order.
+struct ClassSamples {
+    x: candle_core::Tensor,
+    labels: Vec<u32>,
+    opts: SamplerOptions,
+    secs: f64,
+    training_step: u64,
+}
+
+/// Loads a checkpoint (EMA weights unless `--no-ema`) and samples every class with a progress bar.
+fn sample_classes(
+    checkpoint: &std::path::Path,
+    sampler: &SamplerFlags,
+    per_class: usize,
+    quiet: bool,
+) -> Result<ClassSamples> {
+    let loaded = load_model(checkpoint, !sampler.no_ema)?;
+    let opts = sampler.options();
+    let labels = class_major_labels(NUM_CLASSES, per_class);
+    let pb = sampling_bar(quiet, labels.len(), &opts, sampler.batch);
     let t0 = Instant::now();
     let x = sample_labels(
         &loaded.model,
         &opts,
         loaded.state.config.num_train_timesteps,
         &labels,
-        a.sampler.batch,
-        a.sampler.seed,
+        sampler.batch,
+        sampler.seed,
         &|| pb.inc(1),
     )?;
     pb.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
+    Ok(ClassSamples {
+        x,
+        labels,
+        opts,
+        secs: t0.elapsed().as_secs_f64(),
+        training_step: loaded.state.step,
+    })
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    if a.per_class == 0 {
+        bail!("--per-class must be at least 1");
+    }
+    let ClassSamples {
+        x,
+        labels,
+        opts,
+        secs,
+        training_step,
+    } = sample_classes(&a.checkpoint, &a.sampler, a.per_class, a.quiet)?;
     let x = crop_center(&x, 28, 28)?;
     write_grid(&a.out, &x, a.per_class, a.scale)?;
     let ips = labels.len() as f64 / secs.max(1e-9);
     if a.json {
         print_json(&serde_json::json!({
             "grid": a.out, "images": labels.len(), "seconds": secs, "images_per_sec": ips,
-            "sampler": opts, "training_step": loaded.state.step,
+            "sampler": opts, "training_step": training_step,
         }))
     } else {
         println!(
@@ -431,22 +462,13 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     let (clf, test) = obtain_classifier(&a.classifier, false, a.quiet)?;
     let reference = Reference::new(&clf.model, &test)?;
-    let loaded = load_model(&a.checkpoint, !a.sampler.no_ema)?;
-    let opts = a.sampler.options();
-    let labels = class_major_labels(NUM_CLASSES, per_class);
-    let pb = sampling_bar(a.quiet, labels.len(), &opts, a.sampler.batch);
-    let t0 = Instant::now();
-    let x = sample_labels(
-        &loaded.model,
-        &opts,
-        loaded.state.config.num_train_timesteps,
-        &labels,
-        a.sampler.batch,
-        a.sampler.seed,
-        &|| pb.inc(1),
-    )?;
-    pb.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
+    let ClassSamples {
+        x,
+        labels,
+        opts,
+        secs,
+        training_step,
+    } = sample_classes(&a.checkpoint, &a.sampler, per_class, a.quiet)?;
     let x = crop_center(&x, test.rows, test.cols)?;
     if let Some(grid) = &a.grid {
         let cols = per_class.min(10);
@@ -468,7 +490,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let report = serde_json::json!({
         "real_images_at_same_n": baseline,
         "checkpoint": a.checkpoint,
-        "training_step": loaded.state.step,
+        "training_step": training_step,
         "sampler": opts,
         "label": opts.label(),
         "samples": scores.samples,
