@@ -5,28 +5,8 @@ use ferrite_llm::testing::{temp_dir, write_gguf, write_gguf_with, TinySpec};
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn ferrite(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(args)
-        .env_remove("FERRITE_MODEL")
-        .output()
-        .expect("run ferrite")
-}
-
-/// Asserts a clean failure whose single stderr line contains `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let out = ferrite(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert_ne!(out.status.code(), Some(101), "{args:?} panicked: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {err}"
-    );
-    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-}
+mod common;
+use common::{fails_with, ferrite};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

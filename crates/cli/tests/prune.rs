@@ -3,24 +3,9 @@
 
 use candle_core::quantized::GgmlDType;
 use ferrite_llm::testing::{temp_dir, write_gguf, TinySpec};
-use std::process::{Command, Output};
 
-fn ferrite(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args(args)
-        .env_remove("FERRITE_MODEL")
-        .output()
-        .expect("run ferrite")
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let out = ferrite(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-}
+mod common;
+use common::{fails_with, ferrite};
 
 fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).copied().collect()
