@@ -5,22 +5,41 @@
 //!   AVX2/FMA/F16C path chosen at run time (`is_x86_feature_detected!`) and a portable scalar
 //!   reference, so one binary runs anywhere.
 //! - [`matmul`]: `y = x Wᵀ` over a matrix of blocks, rows split across a [`pool::Pool`].
+//! - [`rows`]: RMSNorm and softmax per row; [`attention`]: fused decode attention over a
+//!   strided K/V cache (grouped-query heads never repeated).
 //!
 //! Weights stay in the GGUF block layout they were loaded in (borrowed, never copied): the AVX2
 //! kernels read it with unaligned loads, so no repacking or second copy is needed.
 
+pub mod attention;
 pub mod matmul;
 pub mod pool;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q8_0;
 pub mod quantize_q8;
+pub mod rows;
 
 #[cfg(test)]
 mod testing;
 
 pub use matmul::{Format, QMatrix};
 pub use quantize_q8::{BlockQ8, QK};
+
+/// A raw output pointer shared by chunks that write disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(*mut f32);
+
+impl SyncPtr {
+    /// The pointer; a method so closures capture the whole (`Sync`) wrapper.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: used only for writes to disjoint indices from pool chunks, all joined before the
+// owning slice is touched again.
+unsafe impl Sync for SyncPtr {}
+unsafe impl Send for SyncPtr {}
 
 /// Dot product of one weight row (raw blocks) with the quantised activations of one input row.
 pub type VecDot = fn(&[u8], &[BlockQ8]) -> f32;

@@ -7,6 +7,7 @@
 
 use crate::pool::Pool;
 use crate::quantize_q8::{quantize_row, BlockQ8, QK};
+use crate::SyncPtr;
 use crate::{q4_0, q4_1, q8_0, VecDot};
 
 /// GGUF block formats with a kernel here.
@@ -71,21 +72,6 @@ pub struct QMatrix<'a> {
 const CHUNKS_PER_THREAD: usize = 4;
 /// Input rows from which activation quantisation is itself split across the pool.
 const PARALLEL_QUANTIZE_ROWS: usize = 8;
-
-/// A raw output pointer shared by chunks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-
-impl SyncPtr {
-    /// The pointer; a method so closures capture the whole (`Sync`) wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: used only for writes to disjoint indices from pool chunks, all joined before the
-// owning slice is touched again.
-unsafe impl Sync for SyncPtr {}
-unsafe impl Send for SyncPtr {}
 
 impl<'a> QMatrix<'a> {
     /// Wraps `data` as `rows × cols` weights; `cols` must be a multiple of 32 and `data` exactly

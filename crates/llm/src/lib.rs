@@ -5,6 +5,7 @@
 //! - [`generate`], [`perplexity`] and [`sampling`] are what the CLI and server call.
 
 pub mod config;
+pub mod cpu_ops;
 pub mod export;
 pub mod generate;
 pub mod gguf;

@@ -6,6 +6,7 @@
 //! [`KvCache`]; the model asks it for positions and hands it pre-RoPE keys.
 
 use crate::config::LlamaConfig;
+use crate::cpu_ops;
 use crate::kv_cache::{KvCache, KvGeometry};
 use crate::linear::Linear;
 use crate::rope::{Rope, RopeAngles};
@@ -26,11 +27,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Normalises the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        cpu_ops::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -169,6 +166,11 @@ impl Attention {
         t: usize,
         total: usize,
     ) -> Result<Tensor> {
+        if t <= cpu_ops::FUSED_ATTENTION_MAX_QUERIES {
+            if let Some(y) = cpu_ops::fused_attention(q, k, v)? {
+                return Ok(y);
+            }
+        }
         let n_rep = self.n_head / self.n_kv_head;
         let q = q.reshape((self.n_kv_head, n_rep * t, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
@@ -176,7 +178,7 @@ impl Attention {
         if t > 1 {
             scores = scores.broadcast_add(&causal_mask(t, total, n_rep, q.device())?)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = cpu_ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v.contiguous()?)?;
         Ok(y.reshape((self.n_head, t, self.head_dim))?
             .transpose(0, 1)?

@@ -1,0 +1,166 @@
+//! Row-wise float kernels of the decoder: RMSNorm and softmax over the last dimension, plus the
+//! dot product and `y += a·x` they and [`crate::attention`] are built from.
+//!
+//! candle's `rms_norm` and `softmax_last_dim` hand every call to rayon (`par_chunks`); in decode
+//! that is ~90 cross-thread wake-ups per token for a few hundred floats each, which `perf`
+//! showed as ~10% of a 1-thread decode (futex wake, `LockLatch::wait_and_reset`). These run
+//! inline for small inputs and on the [`Pool`] only when there is enough work to split.
+
+use crate::pool::Pool;
+
+/// Elements from which a row-wise kernel splits its rows over the pool.
+const PARALLEL_ELEMENTS: usize = 1 << 16;
+
+/// `Σ a_i b_i` with eight independent partial sums (so the compiler vectorises it).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot of unequal lengths");
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a · x`.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy of unequal lengths");
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Softmax of one row in place: `x_i ← exp(x_i − max x) / Σ_j exp(x_j − max x)`; `-∞` entries
+/// (masked keys) become 0.
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Softmax over every row of `x` (`x.len() / cols` rows of `cols`), in place.
+pub fn softmax_rows(x: &mut [f32], cols: usize, pool: &Pool) {
+    for_rows(x, cols, pool, &|row| softmax_in_place(row));
+}
+
+/// RMSNorm (Zhang & Sennrich 2019) of every row: `y = x / sqrt(mean(x²) + ε) ⊙ g`, where `g`
+/// (`gain`) has one entry per column.
+pub fn rms_norm_rows(x: &[f32], gain: &[f32], eps: f32, y: &mut [f32], pool: &Pool) {
+    let cols = gain.len();
+    assert_eq!(x.len(), y.len(), "rms_norm input and output differ in size");
+    y.copy_from_slice(x);
+    for_rows(y, cols, pool, &|row| {
+        let inv = 1.0 / (dot(row, row) / cols as f32 + eps).sqrt();
+        for (v, g) in row.iter_mut().zip(gain) {
+            *v *= inv * g;
+        }
+    });
+}
+
+/// Runs `f` on each `cols`-wide row of `x`: inline when small, else split over the pool.
+fn for_rows(x: &mut [f32], cols: usize, pool: &Pool, f: &(dyn Fn(&mut [f32]) + Sync)) {
+    if cols == 0 {
+        return;
+    }
+    assert_eq!(x.len() % cols, 0, "rows of {cols} do not tile {}", x.len());
+    let rows = x.len() / cols;
+    if x.len() < PARALLEL_ELEMENTS || pool.threads() == 1 {
+        x.chunks_exact_mut(cols).for_each(f);
+        return;
+    }
+    let per_chunk = rows.div_ceil(pool.threads() * 4);
+    let base = crate::SyncPtr(x.as_mut_ptr());
+    pool.run(rows.div_ceil(per_chunk), &|c| {
+        let (start, end) = (c * per_chunk, ((c + 1) * per_chunk).min(rows));
+        // SAFETY: chunk `c` owns rows [start, end) of `x`, disjoint from every other chunk's,
+        // and the run is joined before `x` is touched again.
+        let part = unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(start * cols), (end - start) * cols)
+        };
+        part.chunks_exact_mut(cols).for_each(f);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dot_matches_plain_sum_on_odd_lengths() {
+        for n in [0, 1, 7, 8, 9, 64, 67] {
+            let (a, b) = (lcg(n, 1), lcg(n, 2));
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - plain).abs() < 1e-4, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_mask_to_zero() {
+        for threads in [1, 3] {
+            let pool = Pool::new(threads);
+            let cols = 300;
+            let mut x = lcg(cols * 400, 3);
+            x[5] = f32::NEG_INFINITY;
+            let reference: Vec<f32> = x[cols..2 * cols].to_vec();
+            softmax_rows(&mut x, cols, &pool);
+            assert_eq!(x[5], 0.0);
+            for row in x.chunks_exact(cols) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+            let max = reference.iter().copied().fold(f32::MIN, f32::max);
+            let z: f64 = reference.iter().map(|v| ((v - max) as f64).exp()).sum();
+            for (p, v) in x[cols..2 * cols].iter().zip(&reference) {
+                assert!((*p as f64 - ((v - max) as f64).exp() / z).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        for threads in [1, 2] {
+            let pool = Pool::new(threads);
+            let cols = 576;
+            let rows = 130;
+            let (x, g) = (lcg(rows * cols, 4), lcg(cols, 5));
+            let mut y = vec![0f32; x.len()];
+            rms_norm_rows(&x, &g, 1e-5, &mut y, &pool);
+            for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact(cols)) {
+                let ms: f64 = xr.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / cols as f64;
+                let inv = 1.0 / (ms + 1e-5).sqrt();
+                for ((xv, yv), gv) in xr.iter().zip(yr).zip(&g) {
+                    assert!((*yv as f64 - *xv as f64 * inv * *gv as f64).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}

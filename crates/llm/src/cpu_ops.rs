@@ -1,0 +1,109 @@
+//! The decoder's row-wise ops on ferrite-kernels (RMSNorm, softmax, fused decode attention),
+//! reading candle's CPU storage in place; other devices and dtypes fall back to candle.
+
+use anyhow::Result;
+use candle_core::{DType, Storage, Tensor};
+use ferrite_kernels::attention::{attend, AttentionShape, HeadsView};
+use ferrite_kernels::{pool, rows};
+
+/// Queries per call up to which attention runs fused (decode, short appends); longer prompts
+/// go through candle's GEMM, which wins once `q Kᵀ` is a real matrix product.
+pub const FUSED_ATTENTION_MAX_QUERIES: usize = 8;
+
+/// Calls `f` with the f32 elements of a CPU tensor from its first element on, and its strides;
+/// `None` when the tensor lives elsewhere or is not f32.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], &[usize]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let data = cpu.as_slice::<f32>().ok()?;
+            Some(f(&data[layout.start_offset()..], layout.stride()))
+        }
+        _ => None,
+    }
+}
+
+/// RMSNorm over the last dimension of `x` with gain `weight`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let y = with_f32(&x, |xs, _| {
+        with_f32(weight, |g, _| {
+            let mut y = vec![0f32; x.elem_count()];
+            rows::rms_norm_rows(
+                &xs[..y.len()],
+                &g[..weight.elem_count()],
+                eps,
+                &mut y,
+                pool::global(),
+            );
+            y
+        })
+    })
+    .flatten();
+    match y {
+        Some(y) => Ok(Tensor::from_vec(y, x.dims(), x.device())?),
+        None => Ok(candle_nn::ops::rms_norm(&x, weight, eps)?),
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let cols = x.dim(candle_core::D::Minus1)?;
+        let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+        rows::softmax_rows(&mut v, cols, pool::global());
+        return Ok(Tensor::from_vec(v, x.dims(), x.device())?);
+    }
+    Ok(candle_nn::ops::softmax_last_dim(x)?)
+}
+
+/// Fused causal attention `[t, n_head·d]` for `q: [n_head, t, d]` over the cache's
+/// `k, v: [n_kv_head, total, d]` views, or `None` when the views are not CPU f32 with
+/// contiguous rows (the caller then takes the GEMM path).
+pub fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    let (n_head, t, d) = q.dims3()?;
+    let (n_kv_head, total, _) = k.dims3()?;
+    let readable = |x: &Tensor| {
+        x.device().is_cpu() && x.dtype() == DType::F32 && x.stride().get(2) == Some(&1)
+    };
+    if !(readable(k) && readable(v)) {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let shape = AttentionShape {
+        n_head,
+        n_kv_head,
+        t,
+        total,
+        d,
+    };
+    let mut out = vec![0f32; t * n_head * d];
+    let done = with_f32(&q, |qs, _| {
+        with_f32(k, |ks, k_stride| {
+            with_f32(v, |vs, v_stride| {
+                let (kv, vv) = (heads(ks, k_stride), heads(vs, v_stride));
+                attend(
+                    &qs[..n_head * t * d],
+                    kv,
+                    vv,
+                    shape,
+                    &mut out,
+                    pool::global(),
+                )
+            })
+        })
+    });
+    Ok(match done {
+        Some(Some(Some(()))) => Some(Tensor::from_vec(out, (t, n_head * d), q.device())?),
+        _ => None,
+    })
+}
+
+/// The `[heads, rows, d]` view of strided storage (`stride[2]` is 1).
+fn heads<'a>(data: &'a [f32], stride: &[usize]) -> HeadsView<'a> {
+    HeadsView {
+        data,
+        head_stride: stride[0],
+        row_stride: stride[1],
+    }
+}
