@@ -40,6 +40,46 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `e^x` for `x ≤ 0` (softmax arguments after subtracting the row maximum), in a form the
+/// compiler vectorises: `e^x = 2^n · e^r` with `n = round(x·log₂e)`, `r = x − n·ln 2` (two-part
+/// ln 2), `e^r` by its degree-7 Taylor polynomial (|r| ≤ ln2/2: relative error < 1e-8, below
+/// f32's half-ulp), `2^n` built in the exponent bits. Below −87 (under f32's normal range) it
+/// returns 0; `-∞` gives 0.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let xc = x.max(-87.0);
+    let n = (xc * std::f32::consts::LOG2_E).round();
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// `Σ x_i` in f64 with eight independent partial sums (vectorised).
+#[inline]
+pub fn sum_f64(x: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
 /// Softmax of one row in place: `x_i ← exp(x_i − max x) / Σ_j exp(x_j − max x)`; `-∞` entries
 /// (masked keys) become 0.
 pub fn softmax_in_place(x: &mut [f32]) {
@@ -47,18 +87,52 @@ pub fn softmax_in_place(x: &mut [f32]) {
     if max == f32::NEG_INFINITY {
         return;
     }
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
+    let inv = (1.0 / sum_f64(x)) as f32;
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Softmax over every row of `x` (`x.len() / cols` rows of `cols`), in place.
 pub fn softmax_rows(x: &mut [f32], cols: usize, pool: &Pool) {
     for_rows(x, cols, pool, &|row| softmax_in_place(row));
+}
+
+/// Causal attention weights in place: `x` holds raw scores `q·k` in rows of `cols` keys, the
+/// rows cycling through `t` queries (row `r` is query `r mod t`, as in `[heads, t, cols]`);
+/// query `i` sees keys `0..=cols − t + i`. Each row becomes `softmax(scale · x)` over its
+/// visible keys and 0 beyond, so masked entries cost neither a mask nor an `exp`.
+pub fn causal_softmax_rows(x: &mut [f32], cols: usize, t: usize, scale: f32, pool: &Pool) {
+    assert!(t >= 1 && t <= cols, "{t} queries over {cols} keys");
+    let base = x.as_ptr() as usize;
+    for_rows(x, cols, pool, &|row| {
+        let r = (row.as_ptr() as usize - base) / (4 * cols);
+        let visible = cols - t + r % t + 1;
+        let (seen, masked) = row.split_at_mut(visible);
+        seen.iter_mut().for_each(|v| *v *= scale);
+        softmax_in_place(seen);
+        masked.fill(0.0);
+    });
+}
+
+/// `Σ_r −log softmax(logits_r)[target_r]` over rows of `vocab` logits (f64 accumulation).
+pub fn nll_of_targets(logits: &[f32], vocab: usize, targets: &[u32]) -> f64 {
+    assert_eq!(
+        logits.len(),
+        vocab * targets.len(),
+        "one row of logits per target"
+    );
+    logits
+        .chunks_exact(vocab)
+        .zip(targets)
+        .map(|(row, &target)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut e = vec![0f32; vocab];
+            e.iter_mut()
+                .zip(row)
+                .for_each(|(ei, &v)| *ei = exp_nonpositive(v - max));
+            (max as f64 + sum_f64(&e).ln()) - row[target as usize] as f64
+        })
+        .sum()
 }
 
 /// RMSNorm (Zhang & Sennrich 2019) of every row: `y = x / sqrt(mean(x²) + ε) ⊙ g`, where `g`
@@ -125,6 +199,23 @@ mod tests {
     }
 
     #[test]
+    fn fast_exp_is_within_an_ulp_or_two() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -90.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
+            if x >= -87.0 {
+                worst = worst.max((got - want).abs() / want);
+            } else {
+                assert!(got == 0.0 && want < 2e-38);
+            }
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
     fn softmax_rows_sum_to_one_and_mask_to_zero() {
         for threads in [1, 3] {
             let pool = Pool::new(threads);
@@ -143,6 +234,40 @@ mod tests {
                 assert!((*p as f64 - ((v - max) as f64).exp() / z).abs() < 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn causal_softmax_matches_masked_softmax() {
+        for threads in [1, 2] {
+            let pool = Pool::new(threads);
+            let (heads, t, cols, scale) = (3, 5, 300, 0.125);
+            let raw = lcg(heads * t * cols, 6);
+            let mut fused = raw.clone();
+            causal_softmax_rows(&mut fused, cols, t, scale, &pool);
+            let mut plain: Vec<f32> = raw.iter().map(|v| v * scale).collect();
+            for (r, row) in plain.chunks_exact_mut(cols).enumerate() {
+                row[cols - t + r % t + 1..].fill(f32::NEG_INFINITY);
+            }
+            softmax_rows(&mut plain, cols, &pool);
+            for (a, b) in fused.iter().zip(&plain) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn nll_matches_log_softmax() {
+        let (vocab, targets) = (1000, [3u32, 999, 0]);
+        let logits = lcg(vocab * targets.len(), 7);
+        let expected: f64 = logits
+            .chunks_exact(vocab)
+            .zip(&targets)
+            .map(|(row, &t)| {
+                let z: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+                z.ln() - row[t as usize] as f64
+            })
+            .sum();
+        assert!((nll_of_targets(&logits, vocab, &targets) - expected).abs() < 1e-6);
     }
 
     #[test]

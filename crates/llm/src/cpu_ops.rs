@@ -46,15 +46,16 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     }
 }
 
-/// Softmax over the last dimension.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let cols = x.dim(candle_core::D::Minus1)?;
-        let mut v = x.flatten_all()?.to_vec1::<f32>()?;
-        rows::softmax_rows(&mut v, cols, pool::global());
-        return Ok(Tensor::from_vec(v, x.dims(), x.device())?);
-    }
-    Ok(candle_nn::ops::softmax_last_dim(x)?)
+/// Causal attention weights from raw scores `[.., t, total]` (see
+/// [`rows::causal_softmax_rows`]): `softmax(scale · scores)` over the keys each query sees.
+pub fn causal_softmax(scores: &Tensor, t: usize, scale: f32) -> Result<Tensor> {
+    let cols = scores.dim(candle_core::D::Minus1)?;
+    let mut v = scores
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    rows::causal_softmax_rows(&mut v, cols, t, scale, pool::global());
+    Ok(Tensor::from_vec(v, scores.dims(), scores.device())?)
 }
 
 /// Fused causal attention `[t, n_head·d]` for `q: [n_head, t, d]` over the cache's

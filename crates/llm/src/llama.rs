@@ -100,25 +100,6 @@ impl Mlp {
     }
 }
 
-/// Causal mask for `t` new tokens attending over `total` keys (the new ones last), repeated for
-/// the `n_rep` query heads that share a key head: `[n_rep·t, total]`, 0 or -∞.
-fn causal_mask(t: usize, total: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
-    let offset = total - t;
-    let row: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j <= offset + i {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    let mask = Tensor::from_vec(row, (t, total), device)?;
-    Ok(mask.repeat((n_rep, 1))?)
-}
-
 impl Attention {
     /// Attention weights and output for `x: [t, hidden]` (already normed). New K/V go through
     /// the cache; the queries are rotated with `angles`.
@@ -152,39 +133,44 @@ impl Attention {
         let v = heads(self.v.forward(x)?, self.n_kv_head)?;
         let q = angles.rotate(&q)?;
         let (k_all, v_all) = cache.update(layer, &k, &v, angles)?;
-        let total = k_all.dim(1)?;
-        self.attend(&q, &k_all, &v_all, t, total)
+        self.attend(&q, &k_all, &v_all, t)
     }
 
-    /// softmax(q Kᵀ / √d + mask) V with query heads grouped by their key head, so K and V are
+    /// softmax(q Kᵀ / √d + causal mask) V with query heads grouped by their key head, so K and V are
     /// never repeated: `q: [n_head, t, d]`, `k, v: [n_kv_head, total, d]` → `[t, n_head·d]`.
-    pub fn attend(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        t: usize,
-        total: usize,
-    ) -> Result<Tensor> {
+    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, t: usize) -> Result<Tensor> {
         if t <= cpu_ops::FUSED_ATTENTION_MAX_QUERIES {
             if let Some(y) = cpu_ops::fused_attention(q, k, v)? {
                 return Ok(y);
             }
         }
-        let n_rep = self.n_head / self.n_kv_head;
-        let q = q.reshape((self.n_kv_head, n_rep * t, self.head_dim))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if t > 1 {
-            scores = scores.broadcast_add(&causal_mask(t, total, n_rep, q.device())?)?;
+        // Prompt chunks: blocks of queries, each against only the keys it can see, so the
+        // masked upper triangle of q Kᵀ is (mostly) never computed.
+        let (n_rep, d) = (self.n_head / self.n_kv_head, self.head_dim);
+        let total = k.dim(1)?;
+        let q = q.reshape((self.n_kv_head, n_rep, t, d))?;
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut blocks = Vec::with_capacity(t.div_ceil(PREFILL_QUERY_BLOCK));
+        for start in (0..t).step_by(PREFILL_QUERY_BLOCK) {
+            let rows = PREFILL_QUERY_BLOCK.min(t - start);
+            let keys = total - t + start + rows;
+            let qb = q
+                .narrow(2, start, rows)?
+                .reshape((self.n_kv_head, n_rep * rows, d))?;
+            let scores = qb.matmul(&k.narrow(1, 0, keys)?.t()?)?;
+            let probs = cpu_ops::causal_softmax(&scores, rows, scale)?;
+            let y = probs.matmul(&v.narrow(1, 0, keys)?.contiguous()?)?;
+            blocks.push(y.reshape((self.n_kv_head, n_rep, rows, d))?);
         }
-        let probs = cpu_ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v.contiguous()?)?;
-        Ok(y.reshape((self.n_head, t, self.head_dim))?
+        Ok(Tensor::cat(&blocks, 2)?
+            .reshape((self.n_head, t, d))?
             .transpose(0, 1)?
             .reshape((t, self.n_head * self.head_dim))?)
     }
 }
+
+/// Queries per block of the prompt-chunk attention (see [`Attention::attend`]).
+const PREFILL_QUERY_BLOCK: usize = 128;
 
 /// One decoder block.
 #[derive(Debug, Clone)]

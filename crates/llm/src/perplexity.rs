@@ -5,9 +5,11 @@
 //!   the method of StreamingLLM's long-text evaluation.
 
 use crate::kv_cache::{FullCache, KvCache};
-use crate::llama::{log_softmax, Llama};
+use crate::linear::Linear;
+use crate::llama::Llama;
 use anyhow::{bail, Result};
-use candle_core::{IndexOp, Tensor};
+use candle_core::{DType, IndexOp, Tensor};
+use ferrite_kernels::rows;
 use std::time::Instant;
 
 /// Rows of logits materialised at once when scoring a chunk.
@@ -47,15 +49,19 @@ impl Perplexity {
     }
 }
 
-/// Sum of -log p(target) for each row of `hidden` (final-normed hidden states).
-fn nll_of_rows(model: &Llama, hidden: &Tensor, targets: &[u32]) -> Result<f64> {
+/// Sum of -log p(target) for each row of `hidden` (final-normed hidden states), through the
+/// output projection `head`, `SCORE_ROWS` rows of logits at a time.
+fn nll_of_rows(head: &Linear, hidden: &Tensor, targets: &[u32]) -> Result<f64> {
     let mut sum = 0.0;
     for start in (0..targets.len()).step_by(SCORE_ROWS) {
         let n = SCORE_ROWS.min(targets.len() - start);
-        let lp = log_softmax(&model.logits(&hidden.narrow(0, start, n)?)?)?;
-        let idx = Tensor::new(&targets[start..start + n], hidden.device())?.unsqueeze(1)?;
-        let picked = lp.gather(&idx, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        sum -= picked.iter().map(|&x| x as f64).sum::<f64>();
+        let logits = head.forward(&hidden.narrow(0, start, n)?)?;
+        let vocab = logits.dim(1)?;
+        let logits = logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        sum += rows::nll_of_targets(&logits, vocab, &targets[start..start + n]);
     }
     Ok(sum)
 }
@@ -83,6 +89,9 @@ pub fn chunked(
     let t0 = Instant::now();
     let (mut nll, mut count, mut peak) = (0.0, 0, 0);
     let mut cache = FullCache::new(&model.kv_geometry());
+    // Every chunk multiplies ctx rows by the output projection: dequantise it once (as an f32
+    // model holds it), not once per SCORE_ROWS block of every chunk.
+    let head = Linear::dense(model.lm_head.to_dense()?)?;
     for chunk in ids.chunks(ctx) {
         if chunk.len() < 2 {
             break;
@@ -91,7 +100,7 @@ pub fn chunked(
         let hidden = model.forward_hidden(chunk, &mut cache)?;
         peak = peak.max(cache.heap_bytes());
         let n = chunk.len() - 1;
-        nll += nll_of_rows(model, &hidden.i(0..n)?, &chunk[1..])?;
+        nll += nll_of_rows(&head, &hidden.i(0..n)?, &chunk[1..])?;
         count += n;
         progress(count, ids.len());
     }
@@ -124,7 +133,7 @@ pub fn streaming(
     for t in 0..ids.len() - 1 {
         let hidden = model.forward_hidden(&ids[t..t + 1], cache)?;
         peak = peak.max(cache.heap_bytes());
-        nlls.push(nll_of_rows(model, &hidden, &ids[t + 1..t + 2])?);
+        nlls.push(nll_of_rows(&model.lm_head, &hidden, &ids[t + 1..t + 2])?);
         progress(t + 1, ids.len() - 1);
     }
     let sum = nlls.iter().sum();
