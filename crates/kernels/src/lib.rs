@@ -18,6 +18,7 @@ pub mod q4_0;
 pub mod q4_1;
 pub mod q8_0;
 pub mod quantize_q8;
+pub mod rope;
 pub mod rows;
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use candle_core::{DType, Storage, Tensor};
 use ferrite_kernels::attention::{attend, AttentionShape, HeadsView};
-use ferrite_kernels::{pool, rows};
+use ferrite_kernels::{pool, rope, rows};
 
 /// Queries per call up to which attention runs fused (decode, short appends); longer prompts
 /// go through candle's GEMM, which wins once `q Kᵀ` is a real matrix product.
@@ -107,4 +107,15 @@ fn heads<'a>(data: &'a [f32], stride: &[usize]) -> HeadsView<'a> {
         head_stride: stride[0],
         row_stride: stride[1],
     }
+}
+
+/// RoPE of `x: [heads, t, d]` with angles `cos, sin: [t, d/2]` on ferrite-kernels.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let (_, t, d) = x.dims3()?;
+    let flat = |a: &Tensor| -> Result<Vec<f32>> {
+        Ok(a.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let mut v = flat(x)?;
+    rope::rotate(&mut v, &flat(cos)?, &flat(sin)?, t, d, interleaved);
+    Ok(Tensor::from_vec(v, x.dims(), x.device())?)
 }

@@ -14,6 +14,7 @@ pub mod linear;
 pub mod llama;
 pub mod loader;
 pub mod perplexity;
+pub mod profile;
 pub mod rope;
 pub mod safetensors;
 pub mod sampling;

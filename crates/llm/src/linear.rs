@@ -96,6 +96,7 @@ impl Linear {
     /// [`DEQUANT_GEMM_ROWS`] rows or more (prompt chunks) dequantise the weight on the fly and
     /// use the f32 GEMM, which is several times faster there and allocates only transiently.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _span = crate::profile::span(crate::profile::Op::Matmul);
         Ok(match self {
             Self::Packed(q, _) | Self::Quantized(q, _) if rows(x) >= DEQUANT_GEMM_ROWS => {
                 x.broadcast_matmul(&q.dequantize(&q.device())?.t()?)?

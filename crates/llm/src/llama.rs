@@ -6,10 +6,10 @@
 //! [`KvCache`]; the model asks it for positions and hands it pre-RoPE keys.
 
 use crate::config::LlamaConfig;
-use crate::cpu_ops;
 use crate::kv_cache::{KvCache, KvGeometry};
 use crate::linear::Linear;
 use crate::rope::{Rope, RopeAngles};
+use crate::{cpu_ops, profile};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, D};
@@ -27,6 +27,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Normalises the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _span = profile::span(profile::Op::Norm);
         cpu_ops::rms_norm(x, &self.weight, self.eps)
     }
 }
@@ -132,6 +133,7 @@ impl Attention {
         let k = heads(self.k.forward(x)?, self.n_kv_head)?;
         let v = heads(self.v.forward(x)?, self.n_kv_head)?;
         let q = angles.rotate(&q)?;
+        let _span = profile::span(profile::Op::Attention);
         let (k_all, v_all) = cache.update(layer, &k, &v, angles)?;
         self.attend(&q, &k_all, &v_all, t)
     }

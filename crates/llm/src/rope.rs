@@ -5,6 +5,7 @@
 //! maximum sequence length and positions far beyond the training context stay accurate.
 
 use crate::config::RopeStyle;
+use crate::{cpu_ops, profile};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 
@@ -73,10 +74,16 @@ impl RopeAngles {
 
     /// Rotates `x: [n_heads, t, head_dim]`, row `i` to `positions[i]`.
     pub fn rotate(&self, x: &Tensor) -> Result<Tensor> {
+        let _span = profile::span(profile::Op::Rope);
+        let interleaved = self.style == RopeStyle::Interleaved;
+        if x.device().is_cpu() {
+            return cpu_ops::rope(x, &self.cos, &self.sin, interleaved);
+        }
         let x = x.unsqueeze(0)?.contiguous()?;
-        let y = match self.style {
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &self.cos, &self.sin)?,
-            RopeStyle::HalfSplit => candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?,
+        let y = if interleaved {
+            candle_nn::rotary_emb::rope_i(&x, &self.cos, &self.sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?
         };
         Ok(y.squeeze(0)?)
     }

@@ -49,6 +49,7 @@ impl Sampler {
 
     /// Picks the next token from `logits` given the tokens so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let _span = crate::profile::span(crate::profile::Op::Sampling);
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
             let start = history.len().saturating_sub(p.repeat_last_n);
@@ -108,6 +109,7 @@ impl Sampler {
 
 /// Index of the largest value (first on ties).
 pub fn argmax(xs: &[f32]) -> u32 {
+    let _span = crate::profile::span(crate::profile::Op::Sampling);
     let mut best = 0;
     for (i, &x) in xs.iter().enumerate() {
         if x > xs[best] {

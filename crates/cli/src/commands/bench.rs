@@ -1,16 +1,19 @@
 //! `ferrite bench`: llama-bench style throughput — prompt processing of `--prompt-tokens`
 //! tokens (pp) and decode of `--gen-tokens` tokens (tg), medians over `--repeat` runs — plus the
-//! process's peak RSS. Same measure as `bench/peer_llamacpp.py` for side-by-side ratios.
+//! process's peak RSS, and where the time goes (exclusive time per op class, see
+//! `ferrite_llm::profile`). Same measure as `bench/peer_llamacpp.py` for side-by-side ratios.
 
 use crate::common::{print_json, read_text, threads, ModelArgs};
 use crate::kv_spec;
 use anyhow::{bail, Result};
 use clap::Args;
 use ferrite_llm::generate::prefill;
+use ferrite_llm::profile;
 use ferrite_llm::sampling::argmax;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Flags of `ferrite bench`.
 #[derive(Args, Debug)]
@@ -63,19 +66,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ids.truncate(args.prompt_tokens);
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let mut kv_bytes = 0;
+    let (mut prompt_shares, mut decode_shares) = (OpShares::default(), OpShares::default());
+    profile::enable(true);
     for _ in 0..args.repeat {
         let mut cache = kv_spec::build(&args.kv, &m.model.kv_geometry())?;
+        profile::reset();
         let t0 = Instant::now();
         let logits = prefill(&m.model, &ids, cache.as_mut())?;
-        pp.push(ids.len() as f64 / t0.elapsed().as_secs_f64());
+        let prompt_time = t0.elapsed();
+        prompt_shares.add(prompt_time);
+        pp.push(ids.len() as f64 / prompt_time.as_secs_f64());
         let mut next = argmax(&logits);
+        profile::reset();
         let t1 = Instant::now();
         for _ in 0..args.gen_tokens {
             next = argmax(&m.model.forward_last(&[next], cache.as_mut())?);
         }
-        tg.push(args.gen_tokens as f64 / t1.elapsed().as_secs_f64());
+        let decode_time = t1.elapsed();
+        decode_shares.add(decode_time);
+        tg.push(args.gen_tokens as f64 / decode_time.as_secs_f64());
         kv_bytes = cache.heap_bytes();
     }
+    profile::enable(false);
     let (pp, tg) = (median(pp), median(tg));
     let rss = peak_rss_bytes();
     if args.json {
@@ -92,6 +104,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "peak_rss_bytes": rss,
             "kv_bytes": kv_bytes,
             "kv_policy": args.kv,
+            "prompt_op_shares": prompt_shares.shares(),
+            "decode_op_shares": decode_shares.shares(),
         }));
     }
     println!(
@@ -105,5 +119,49 @@ pub fn run(args: BenchArgs) -> Result<()> {
         threads(),
         m.model.dtype
     );
+    println!("prompt time shares: {}", prompt_shares.line());
+    println!("decode time shares: {}", decode_shares.line());
     Ok(())
+}
+
+/// Exclusive time per op ([`profile`]) summed over the repeats, against the wall time.
+#[derive(Default)]
+struct OpShares {
+    ops: Vec<(&'static str, Duration)>,
+    wall: Duration,
+}
+
+impl OpShares {
+    /// Adds the profile's totals since its last reset, for a phase that took `wall`.
+    fn add(&mut self, wall: Duration) {
+        for (i, (op, d)) in profile::totals().into_iter().enumerate() {
+            match self.ops.get_mut(i) {
+                Some(slot) => slot.1 += d,
+                None => self.ops.push((op.name(), d)),
+            }
+        }
+        self.wall += wall;
+    }
+
+    /// Fractions of the wall time per op, with `other` for the rest (embedding, SiLU·up,
+    /// residual adds, copies).
+    fn shares(&self) -> BTreeMap<&'static str, f64> {
+        let wall = self.wall.as_secs_f64().max(1e-12);
+        let mut out: BTreeMap<_, _> = self
+            .ops
+            .iter()
+            .map(|(name, d)| (*name, d.as_secs_f64() / wall))
+            .collect();
+        out.insert("other", (1.0 - out.values().sum::<f64>()).max(0.0));
+        out
+    }
+
+    fn line(&self) -> String {
+        let mut v: Vec<_> = self.shares().into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.iter()
+            .map(|(k, f)| format!("{k} {:.1}%", 100.0 * f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
