@@ -4,8 +4,9 @@
 //! and whose keys and values are the conditioning sequence (fused `kv` projection).
 
 use crate::layers::linear;
+use crate::layers::Linear;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// `[B, N, n * H * d_h]` projections to `n` tensors `[B, H, N, d_h]`.
 fn split_heads(x: &Tensor, n: usize, heads: usize) -> Result<Vec<Tensor>> {

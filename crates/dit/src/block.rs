@@ -11,9 +11,10 @@
 
 use crate::attention::{CrossAttention, SelfAttention};
 use crate::config::{Conditioning, DitConfig};
+use crate::layers::Linear;
 use crate::layers::{linear, modulate, zero_linear, LayerNorm, Mlp};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// What a block may read of the condition: the vector `t + c` (`[B, D]`, adaLN designs) and the
 /// token sequence `[t, c...]` (`[B, L, D]`, cross-attention).

@@ -4,9 +4,10 @@
 //! the adaptive norm's regression is zero-initialised for adaLN-Zero, Xavier for adaLN.
 
 use crate::config::{Conditioning, DitConfig};
+use crate::layers::Linear;
 use crate::layers::{linear, modulate, zero_linear, LayerNorm};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Final norm (adaptive or affine), then `D -> p*p*out_channels`.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use crate::config::LAYER_NORM_EPS;
 use crate::init::xavier_uniform;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 /// `nn.Linear(in_dim, out_dim)` with weight hint `init` and a zero bias.
 pub fn linear_with_init(
@@ -15,7 +15,30 @@ pub fn linear_with_init(
 ) -> Result<Linear> {
     let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
     let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(weight, Some(bias)))
+    Ok(Linear { weight, bias })
+}
+
+/// `y = x Wᵀ + b` over the last dimension of `x` (`[.., in] -> [.., out]`).
+///
+/// Unlike `candle_nn::Linear`, which broadcasts `W` to a batched matmul for 3-d inputs, this
+/// flattens the leading dimensions into rows first: one GEMM forward, and in the backward pass
+/// one GEMM for `∂W` instead of a per-sample `[B, in, out]` gradient summed afterwards.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let in_dim = x.dim(D::Minus1)?;
+        let leading = &x.dims()[..x.rank() - 1];
+        let rows = x.reshape((leading.iter().product::<usize>(), in_dim))?;
+        let y = rows.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out_dims = leading.to_vec();
+        out_dims.push(self.weight.dim(0)?);
+        y.reshape(out_dims)
+    }
 }
 
 /// `nn.Linear` with the reference's basic init: Xavier-uniform weight, zero bias.

@@ -6,8 +6,9 @@
 
 use crate::init::EMBEDDING_INIT;
 use crate::layers::linear;
+use crate::layers::Linear;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Projection and null token.
 #[derive(Debug, Clone)]

@@ -9,8 +9,9 @@
 use crate::config::FREQUENCY_EMBEDDING_SIZE;
 use crate::init::EMBEDDING_INIT;
 use crate::layers::linear_with_init;
+use crate::layers::Linear;
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// The sinusoidal features `[B, dim]` of timesteps `t` (`[B]`, possibly fractional).
 pub fn timestep_frequencies(t: &Tensor, dim: usize, max_period: f64) -> Result<Tensor> {

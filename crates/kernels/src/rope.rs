@@ -8,7 +8,7 @@
 pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], t: usize, d: usize, interleaved: bool) {
     let half = d / 2;
     assert!(
-        d % 2 == 0 && t > 0,
+        d.is_multiple_of(2) && t > 0,
         "rope needs an even head width and a token"
     );
     assert_eq!(x.len() % (t * d), 0, "x is not [heads, t, d]");
