@@ -85,10 +85,7 @@ pub fn attend(
         // SAFETY: query row (h, i) writes only out[i, h·d..(h+1)·d], disjoint across rows; the
         // pool run (or the inline loop) finishes before `out` is used again.
         let y = unsafe { std::slice::from_raw_parts_mut(base.get().add((i * n_head + h) * d), d) };
-        y.fill(0.0);
-        for (j, pj) in p.iter().enumerate() {
-            axpy(*pj, v.row(g, j, d), y);
-        }
+        weighted_sum(&p, v, g, y);
     };
     let rows = n_head * t;
     if rows * total * d < PARALLEL_WORK || pool.threads() == 1 {
@@ -96,6 +93,33 @@ pub fn attend(
     } else {
         pool.run(rows, &one_query);
     }
+}
+
+/// `y = Σ_j p_j v[g, j]`. For the common head width 64 the sum is kept in registers across all
+/// keys (a fixed-size accumulator) instead of being loaded and stored once per key.
+fn weighted_sum(p: &[f32], v: HeadsView<'_>, g: usize, y: &mut [f32]) {
+    match y.len() {
+        64 => weighted_sum_fixed::<64>(p, v, g, y),
+        128 => weighted_sum_fixed::<128>(p, v, g, y),
+        d => {
+            y.fill(0.0);
+            for (j, pj) in p.iter().enumerate() {
+                axpy(*pj, v.row(g, j, d), y);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn weighted_sum_fixed<const D: usize>(p: &[f32], v: HeadsView<'_>, g: usize, y: &mut [f32]) {
+    let mut acc = [0f32; D];
+    for (j, &pj) in p.iter().enumerate() {
+        let row: &[f32; D] = v.row(g, j, D).try_into().expect("a row of D values");
+        for c in 0..D {
+            acc[c] += pj * row[c];
+        }
+    }
+    y.copy_from_slice(&acc);
 }
 
 #[cfg(test)]
