@@ -28,19 +28,25 @@ pub use matmul::{Format, QMatrix};
 pub use quantize_q8::{BlockQ8, QK};
 
 /// A raw output pointer shared by chunks that write disjoint elements.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(*mut f32);
+pub(crate) struct SyncPtr<T = f32>(pub(crate) *mut T);
 
-impl SyncPtr {
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
     /// The pointer; a method so closures capture the whole (`Sync`) wrapper.
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
 // SAFETY: used only for writes to disjoint indices from pool chunks, all joined before the
 // owning slice is touched again.
-unsafe impl Sync for SyncPtr {}
-unsafe impl Send for SyncPtr {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+unsafe impl<T> Send for SyncPtr<T> {}
 
 /// Dot product of one weight row (raw blocks) with the quantised activations of one input row.
 pub type VecDot = fn(&[u8], &[BlockQ8]) -> f32;

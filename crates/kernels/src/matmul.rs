@@ -144,7 +144,7 @@ impl<'a> QMatrix<'a> {
         }
         let mut xq = vec![BlockQ8::default(); n * nb];
         if n >= PARALLEL_QUANTIZE_ROWS {
-            let out = SyncPtr(xq.as_mut_ptr().cast());
+            let out = SyncPtr::<f32>(xq.as_mut_ptr().cast());
             pool.run(n, &|i| {
                 // SAFETY: chunk `i` writes only blocks [i·nb, (i+1)·nb) of `xq`, which outlives
                 // the (joined) run.

@@ -116,25 +116,28 @@ pub fn causal_softmax_rows(x: &mut [f32], cols: usize, t: usize, scale: f32, poo
     });
 }
 
-/// `Σ_r −log softmax(logits_r)[target_r]` over rows of `vocab` logits (f64 accumulation).
-pub fn nll_of_targets(logits: &[f32], vocab: usize, targets: &[u32]) -> f64 {
+/// `Σ_r −log softmax(logits_r)[target_r]` over rows of `vocab` logits (f64 accumulation), rows
+/// split over the pool.
+pub fn nll_of_targets(logits: &[f32], vocab: usize, targets: &[u32], pool: &Pool) -> f64 {
     assert_eq!(
         logits.len(),
         vocab * targets.len(),
         "one row of logits per target"
     );
-    logits
-        .chunks_exact(vocab)
-        .zip(targets)
-        .map(|(row, &target)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut e = vec![0f32; vocab];
-            e.iter_mut()
-                .zip(row)
-                .for_each(|(ei, &v)| *ei = exp_nonpositive(v - max));
-            (max as f64 + sum_f64(&e).ln()) - row[target as usize] as f64
-        })
-        .sum()
+    let mut per_row = vec![0f64; targets.len()];
+    let out = crate::SyncPtr(per_row.as_mut_ptr());
+    pool.run(targets.len(), &|r| {
+        let row = &logits[r * vocab..(r + 1) * vocab];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut e = vec![0f32; vocab];
+        e.iter_mut()
+            .zip(row)
+            .for_each(|(ei, &v)| *ei = exp_nonpositive(v - max));
+        let nll = (max as f64 + sum_f64(&e).ln()) - row[targets[r] as usize] as f64;
+        // SAFETY: chunk `r` writes only element `r` of `per_row`; the run is joined below.
+        unsafe { *out.get().add(r) = nll };
+    });
+    per_row.iter().sum()
 }
 
 /// RMSNorm (Zhang & Sennrich 2019) of every row: `y = x / sqrt(mean(x²) + ε) ⊙ g`, where `g`
@@ -269,7 +272,10 @@ mod tests {
                 z.ln() - row[t as usize] as f64
             })
             .sum();
-        assert!((nll_of_targets(&logits, vocab, &targets) - expected).abs() < 1e-6);
+        for threads in [1, 2] {
+            let got = nll_of_targets(&logits, vocab, &targets, &Pool::new(threads));
+            assert!((got - expected).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::linear::Linear;
 use crate::llama::Llama;
 use anyhow::{bail, Result};
 use candle_core::{DType, IndexOp, Tensor};
-use ferrite_kernels::rows;
+use ferrite_kernels::{pool, rows};
 use std::time::Instant;
 
 /// Rows of logits materialised at once when scoring a chunk.
@@ -61,7 +61,7 @@ fn nll_of_rows(head: &Linear, hidden: &Tensor, targets: &[u32]) -> Result<f64> {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        sum += rows::nll_of_targets(&logits, vocab, &targets[start..start + n]);
+        sum += rows::nll_of_targets(&logits, vocab, &targets[start..start + n], pool::global());
     }
     Ok(sum)
 }
