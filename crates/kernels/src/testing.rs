@@ -107,3 +107,16 @@ pub fn check_dot(
         }
     }
 }
+
+/// `n` deterministic values spread over `[lo, hi)` (a 64-bit LCG; no RNG state to thread through).
+pub fn lcg_values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
