@@ -1,5 +1,5 @@
 //! Serving with per-request cache policies on loopback, on a tiny random model (context 128):
-//! GEAR (`gear:4`) and attention sinks (`sink:S+W`), non-streaming and streaming, and sessions
+//! GEAR (`gear:4`), attention sinks (`sink:S+W`) and the two composed (`sink:S+W/gear:4`), non-streaming and streaming, and sessions
 //! that stream past the context on a sink cache at constant memory.
 
 mod common;
@@ -72,7 +72,7 @@ fn gear_and_sink_caches_per_request_answer_streaming_and_not() {
         prompt + max_tokens as u64 > 64 + 4,
         "prompt of {prompt} tokens"
     );
-    for kv in ["gear:4", "sink:4+28"] {
+    for kv in ["gear:4", "sink:4+28", "sink:4+28/gear:4,buffer=16"] {
         let b = body(kv, text, max_tokens);
         let (st, r) = post(&s, "/v1/chat/completions", &b);
         assert_eq!(st, 200, "{kv}: {r}");
@@ -90,6 +90,11 @@ fn gear_and_sink_caches_per_request_answer_streaming_and_not() {
             assert!(bytes < full_bytes, "gear {bytes} B vs full {full_bytes} B");
         } else {
             assert!(tokens <= 32, "{r}");
+            if kv.contains("/gear") {
+                // The window over a GEAR store: bounded like the sink, packed like GEAR.
+                assert!(info["kv"].as_str().unwrap().contains("gear"), "{r}");
+                assert!(bytes < full_bytes, "{kv} {bytes} B vs full {full_bytes} B");
+            }
         }
         let content = r["choices"][0]["message"]["content"].as_str().unwrap();
         let streamed = stream(&s, &b);

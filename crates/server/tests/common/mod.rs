@@ -12,10 +12,13 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Builds `full`, `sink:S+W` / `window:W` and `quant:` / `kivi:` / `gear:` caches for
-/// `geometry` (as `ferrite serve` does).
+/// Builds `full`, `sink:S+W` / `window:W`, `quant:` / `kivi:` / `gear:` and composed
+/// `sink:S+W/gear:...` caches for `geometry` (as `ferrite serve` does).
 pub fn factory(geometry: ferrite_llm::KvGeometry) -> KvFactory {
     Arc::new(move |spec: &str| -> anyhow::Result<Box<dyn KvCache>> {
+        if spec.contains('/') {
+            return ferrite_gear::build(spec, &geometry);
+        }
         match spec.split_once(':').map_or(spec, |(name, _)| name) {
             "full" if spec == "full" => Ok(Box::new(FullCache::new(&geometry))),
             "quant" | "kivi" | "gear" => ferrite_gear::build(spec, &geometry),
