@@ -113,6 +113,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu()?)
+        self.fc2
+            .forward(&crate::gelu::gelu_tanh(&self.fc1.forward(x)?)?)
     }
 }

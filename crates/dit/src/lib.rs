@@ -37,6 +37,7 @@ pub mod config;
 pub mod dit;
 pub mod final_layer;
 pub mod flops;
+pub mod gelu;
 pub mod init;
 pub mod label_embedder;
 pub mod layers;
