@@ -12,7 +12,7 @@ use crate::rope::{Rope, RopeAngles};
 use crate::{cpu_ops, profile};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use std::sync::Arc;
 
 /// RMSNorm (Zhang & Sennrich 2019): `x / sqrt(mean(x²) + ε) ⊙ g`.
@@ -531,12 +531,4 @@ impl Llama {
             .sum();
         blocks + self.embedding.storage_bytes() + self.lm_head.storage_bytes()
     }
-}
-
-/// Log-probabilities `[t, vocab]` (f32) of logits, computed stably.
-pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::log_softmax(
-        &logits.to_dtype(DType::F32)?,
-        D::Minus1,
-    )?)
 }

@@ -61,9 +61,15 @@ fn nll_of_rows(head: &Linear, hidden: &Tensor, targets: &[u32]) -> Result<f64> {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        sum += rows::nll_of_targets(&logits, vocab, &targets[start..start + n], pool::global());
+        sum += nll_of_logits(&logits, vocab, &targets[start..start + n]);
     }
     Ok(sum)
+}
+
+/// `Σ_r −log softmax(logits_r)[target_r]` for rows of `vocab` logits, one per target: the NLL
+/// every perplexity in ferrite is built from (chunked, streaming and re-computation).
+pub fn nll_of_logits(logits: &[f32], vocab: usize, targets: &[u32]) -> f64 {
+    rows::nll_of_targets(logits, vocab, targets, pool::global())
 }
 
 /// Chunked perplexity of `ids` with chunks of `ctx` tokens. `progress(done, total)` is called

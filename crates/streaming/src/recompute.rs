@@ -6,8 +6,8 @@
 
 use anyhow::{bail, Result};
 use ferrite_llm::kv_cache::{FullCache, KvCache};
-use ferrite_llm::llama::{log_softmax, Llama};
-use ferrite_llm::perplexity::Perplexity;
+use ferrite_llm::llama::Llama;
+use ferrite_llm::perplexity::{nll_of_logits, Perplexity};
 use std::time::Instant;
 
 /// Logits `[vocab]` after re-encoding `window` (the most recent tokens) from scratch.
@@ -55,10 +55,11 @@ pub fn perplexity(
         let start = (i + 1).saturating_sub(window);
         let logits = step_logits(model, &ids[start..=i], &mut cache)?;
         peak = peak.max(cache.heap_bytes());
-        let logits =
-            candle_core::Tensor::from_vec(logits, (1, model.config.vocab_size), model.device())?;
-        let lp = log_softmax(&logits)?.flatten_all()?.to_vec1::<f32>()?;
-        nll.push(-(lp[ids[i + 1] as usize] as f64));
+        nll.push(nll_of_logits(
+            &logits,
+            model.config.vocab_size,
+            &ids[i + 1..i + 2],
+        ));
         progress(n + 1, scored.len());
     }
     let sum: f64 = nll.iter().sum();
