@@ -7,51 +7,17 @@ use ferrite_diffusion::{
     Scheduler, TimestepSpacing, VarianceType,
 };
 use serde_json::Value;
+
+mod common;
+use common::{fixture, floats, max_abs_diff, usizes, TOL};
 use std::cell::RefCell;
-
-const TOL: f64 = 1e-6;
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/diffusers_parity.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read fixture"))
-        .expect("parse fixture")
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
-}
 
 fn f32_floats(v: &Value) -> Vec<f64> {
     floats(v).into_iter().map(|x| x as f32 as f64).collect()
 }
 
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("int") as usize)
-        .collect()
-}
-
 fn tensor(values: Vec<f64>, shape: &[usize]) -> Tensor {
     Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let a: Vec<f64> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f64> = b.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 /// The script's closed-form "model": eps = 0.8 sin(1.3 x + t/500), variance = tanh(0.7 x - 0.2 + t/1000).
@@ -152,7 +118,7 @@ impl Case<'_> {
 
 #[test]
 fn samplers_match_diffusers_step_for_step() {
-    let f = fixture();
+    let f = fixture("diffusers_parity.json");
     let shape = usizes(&f["shape"]);
     let mut checked = 0;
     for v in f["cases"].as_array().unwrap() {
@@ -184,7 +150,7 @@ fn samplers_match_diffusers_step_for_step() {
 /// does) therefore deviates, by design.
 #[test]
 fn ddim_linspace_deviation_is_exactly_diffusers_previous_timestep_rule() {
-    let f = fixture();
+    let f = fixture("diffusers_parity.json");
     let shape = usizes(&f["shape"]);
     let v = f["cases"]
         .as_array()
@@ -226,7 +192,7 @@ fn ddim_linspace_deviation_is_exactly_diffusers_previous_timestep_rule() {
 /// last timestep) where numpy's `linspace(0, T - 1, 1)` gives diffusers `[0]`.
 #[test]
 fn timestep_spacing_matches_diffusers() {
-    let f = fixture();
+    let f = fixture("diffusers_parity.json");
     let mut compared = 0;
     for row in f["spacing"].as_array().unwrap() {
         let t_max = row["num_train_timesteps"].as_u64().unwrap() as usize;
@@ -246,7 +212,7 @@ fn timestep_spacing_matches_diffusers() {
 
 #[test]
 fn schedules_and_forward_process_match_diffusers() {
-    let f = fixture();
+    let f = fixture("diffusers_parity.json");
     for (key, schedule) in [
         ("linear_1000", BetaSchedule::DDPM_LINEAR),
         ("cosine_1000", BetaSchedule::Cosine),

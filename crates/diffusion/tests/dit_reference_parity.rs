@@ -12,45 +12,11 @@ use ferrite_diffusion::{
 };
 use serde_json::Value;
 
-const TOL: f64 = 1e-6;
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/dit_reference.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read fixture"))
-        .expect("parse fixture")
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
+mod common;
+use common::{fixture, floats, max_abs_diff, usizes, TOL};
 
 fn tensor(v: &Value, shape: &[usize]) -> Tensor {
     Tensor::from_vec(floats(v), shape, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let a: Vec<f64> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f64> = b.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -66,7 +32,7 @@ fn model(x: &Tensor, t: usize) -> Result<Tensor> {
 
 #[test]
 fn hybrid_loss_and_its_gradient_match_the_reference() {
-    let f = fixture();
+    let f = fixture("dit_reference.json");
     for case in f["losses"].as_array().unwrap() {
         let schedule = match case["schedule"].as_str().unwrap() {
             "linear" => BetaSchedule::DDPM_LINEAR,
@@ -128,7 +94,7 @@ fn hybrid_loss_and_its_gradient_match_the_reference() {
 
 #[test]
 fn respaced_sampling_loops_match_the_reference() {
-    let f = fixture();
+    let f = fixture("dit_reference.json");
     let sched = NoiseSchedule::new(BetaSchedule::DDPM_LINEAR, 1000).unwrap();
     for case in f["sampling"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -186,7 +152,7 @@ fn respaced_sampling_loops_match_the_reference() {
 
 #[test]
 fn guidance_matches_dit_forward_with_cfg() {
-    let f = fixture();
+    let f = fixture("dit_reference.json");
     let cfg = &f["cfg"];
     let shape = usizes(&cfg["shape"]);
     let raw = tensor(&cfg["model_output"], &shape);
