@@ -10,7 +10,7 @@
 use crate::kivi::Backbone;
 use crate::low_rank::LowRank;
 use crate::outliers::{Outliers, Tails};
-use crate::quantize::{HeadsView, QuantizedMatrix};
+use crate::quantize::{Head, QuantizedMatrix};
 use anyhow::{bail, Result};
 use rand::Rng;
 
@@ -111,40 +111,35 @@ impl CompressedMatrix {
         Ok(m)
     }
 
-    /// Writes `D̂ + S + L` into the K/V layout attention consumes.
-    pub fn decompress_into(&self, view: &mut HeadsView<'_>) {
-        self.quant.dequantize_into(view);
-        self.outliers.scatter_into(view);
-        for (h, lr) in self.low_rank.iter().enumerate() {
-            lr.add_into(view, h * lr.cols);
+    /// Writes `D̂ + S + L` of `head` into `out: [rows, head.width]`, the layout attention reads.
+    pub fn decompress_head(&self, head: Head, out: &mut [f32]) {
+        if let Some(lr) = self.sparse_backbone_head(head, out) {
+            lr.add_into(out);
         }
+    }
+
+    /// Writes `D̂ + S` of `head` into `out: [rows, head.width]` and returns the head's low-rank
+    /// factors, for readers that apply `L = A Bᵀ` through its factors ([`crate::attention`]).
+    pub fn sparse_backbone_head(&self, head: Head, out: &mut [f32]) -> Option<&LowRank> {
+        self.quant.dequantize_head(head, out);
+        self.outliers.scatter_head(head, out);
+        self.low_rank.get(head.index)
     }
 
     /// `D̂ + S + L` as `[rows, cols]` row-major.
     pub fn decompress(&self) -> Vec<f32> {
         let (rows, cols) = (self.quant.rows, self.quant.cols);
+        let width = self.low_rank.first().map_or(cols, |lr| lr.cols);
         let mut out = vec![0.0; rows * cols];
-        let head_dim = self.low_rank.first().map_or(cols, |lr| lr.cols);
-        let mut view = HeadsView {
-            out: &mut out,
-            total: rows,
-            row0: 0,
-            head_dim,
-        };
-        self.decompress_into(&mut view);
-        // `view` wrote [heads, rows, head_dim]; bring it back to [rows, cols].
-        if head_dim == cols {
-            return out;
-        }
-        let mut rowmajor = vec![0.0; rows * cols];
-        for h in 0..cols / head_dim {
-            for t in 0..rows {
-                let src = (h * rows + t) * head_dim;
-                rowmajor[t * cols + h * head_dim..t * cols + (h + 1) * head_dim]
-                    .copy_from_slice(&out[src..src + head_dim]);
+        let mut head_rows = vec![0.0; rows * width];
+        for index in 0..cols / width {
+            let head = Head { index, width };
+            self.decompress_head(head, &mut head_rows);
+            for (t, row) in head_rows.chunks_exact(width).enumerate() {
+                out[t * cols + head.channels().start..][..width].copy_from_slice(row);
             }
         }
-        rowmajor
+        out
     }
 
     /// Bytes by component: (codes, steps and zero points, outliers, low-rank factors).

@@ -10,9 +10,11 @@
 //! - [`outliers`]: the sparse outliers;
 //! - [`low_rank`]: power iteration + QR for the residual;
 //! - [`gear`]: the composition of one block;
+//! - [`attention`]: decode attention read straight from the packed store;
 //! - [`policy`]: the streaming store, the [`ferrite_llm::KvCache`] implementation and spec strings;
 //! - [`streaming`]: StreamingLLM's attention sinks over a compressed window (`sink:S+W/gear:B`).
 
+pub mod attention;
 pub mod gear;
 pub mod kivi;
 pub mod low_rank;

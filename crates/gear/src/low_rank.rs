@@ -7,7 +7,6 @@
 //! The starting `B` is uniform random in `[0, 1)` as in GEAR's code, drawn from the caller's
 //! seeded generator so runs are reproducible. Factors are stored in f16.
 
-use crate::quantize::HeadsView;
 use anyhow::{bail, Result};
 use faer::Mat;
 use half::f16;
@@ -22,10 +21,11 @@ pub struct LowRank {
     pub cols: usize,
     /// Rank.
     pub rank: usize,
-    /// `A`, row-major `[rows, rank]`.
-    pub a: Vec<f16>,
-    /// `B`, row-major `[cols, rank]`.
-    pub b: Vec<f16>,
+    /// `Aᵀ`, row-major `[rank, rows]` (stored transposed so that every product with it runs
+    /// along contiguous memory).
+    pub a_t: Vec<f16>,
+    /// `Bᵀ`, row-major `[rank, cols]`.
+    pub b_t: Vec<f16>,
 }
 
 /// Thin Q factor of `m` (faer's Householder QR).
@@ -63,60 +63,55 @@ impl LowRank {
             }
             b = e.transpose() * &a;
         }
-        let to_f16 = |m: &Mat<f64>| -> Vec<f16> {
-            (0..m.nrows())
-                .flat_map(|i| (0..m.ncols()).map(move |j| (i, j)))
-                .map(|(i, j)| f16::from_f64(m[(i, j)]))
+        // Column k of a factor is row k of its stored transpose.
+        let transposed_f16 = |m: &Mat<f64>| -> Vec<f16> {
+            (0..m.ncols())
+                .flat_map(|k| (0..m.nrows()).map(move |i| (i, k)))
+                .map(|(i, k)| f16::from_f64(m[(i, k)]))
                 .collect()
         };
         Ok(Self {
             rows,
             cols,
             rank,
-            a: to_f16(&a),
-            b: to_f16(&b),
+            a_t: transposed_f16(&a),
+            b_t: transposed_f16(&b),
         })
     }
 
     /// `A Bᵀ` as `[rows, cols]` row-major.
     pub fn reconstruct(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        let mut view = HeadsView {
-            out: &mut out,
-            total: self.rows,
-            row0: 0,
-            head_dim: self.cols,
-        };
-        self.add_into(&mut view, 0);
+        self.add_into(&mut out);
         out
     }
 
-    /// Adds `A Bᵀ` to the block's channels `[c0, c0 + cols)` in `view`.
-    pub fn add_into(&self, view: &mut HeadsView<'_>, c0: usize) {
-        let r = self.rank;
-        let a: Vec<f32> = self.a.iter().map(|v| v.to_f32()).collect();
-        // Bᵀ as [rank, cols] so the inner loop runs over contiguous columns.
-        let mut bt = vec![0f32; r * self.cols];
-        for (j, row) in self.b.chunks(r).enumerate() {
-            for (k, v) in row.iter().enumerate() {
-                bt[k * self.cols + j] = v.to_f32();
+    /// Adds `A Bᵀ` to `out: [rows, cols]` row-major (one head of a block):
+    /// `out[t, ·] += Σ_k Aᵀ[k, t] Bᵀ[k, ·]`.
+    pub fn add_into(&self, out: &mut [f32]) {
+        let (mut a_t, mut b_t) = (Vec::new(), Vec::new());
+        self.factors_f32(&mut a_t, &mut b_t);
+        for (t, dst) in out.chunks_exact_mut(self.cols).enumerate() {
+            for (a_k, b_k) in a_t.chunks_exact(self.rows).zip(b_t.chunks_exact(self.cols)) {
+                let a = a_k[t];
+                dst.iter_mut().zip(b_k).for_each(|(d, &b)| *d += a * b);
             }
         }
-        for t in 0..self.rows {
-            let o = view.offset(t, c0);
-            let dst = &mut view.out[o..o + self.cols];
-            for k in 0..r {
-                let at = a[t * r + k];
-                for (d, &b) in dst.iter_mut().zip(&bt[k * self.cols..(k + 1) * self.cols]) {
-                    *d += at * b;
-                }
-            }
-        }
+    }
+
+    /// The stored factors `Aᵀ: [rank, rows]`, `Bᵀ: [rank, cols]` in f32 (buffers reused by
+    /// the caller).
+    pub fn factors_f32(&self, a_t: &mut Vec<f32>, b_t: &mut Vec<f32>) {
+        use half::slice::HalfFloatSliceExt;
+        a_t.resize(self.a_t.len(), 0.0);
+        b_t.resize(self.b_t.len(), 0.0);
+        self.a_t.convert_to_f32_slice(a_t);
+        self.b_t.convert_to_f32_slice(b_t);
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        2 * (self.a.capacity() + self.b.capacity())
+        2 * (self.a_t.capacity() + self.b_t.capacity())
     }
 }
 

@@ -14,7 +14,7 @@
 //! of a per-channel/per-token group is set by that range, so this spends half the outlier bytes
 //! where they shrink the step.
 
-use crate::quantize::HeadsView;
+use crate::quantize::Head;
 use anyhow::{bail, Result};
 use half::f16;
 
@@ -199,11 +199,42 @@ impl Outliers {
         })
     }
 
-    /// Overwrites the block's dequantised entries with the stored exact values.
-    pub fn scatter_into(&self, view: &mut HeadsView<'_>) {
-        for (t, c, v) in self.entries() {
-            let o = view.offset(t, c);
-            view.out[o] = v;
+    /// Overwrites the dequantised entries of `head` in `out: [rows, head.width]` with the stored
+    /// exact values. Stripes are walked directly, so no entry's position needs a division.
+    pub fn scatter_head(&self, head: Head, out: &mut [f32]) {
+        let per_stripe = self.tails.count() * self.per_tail;
+        if self.values.is_empty() || per_stripe == 0 {
+            return;
+        }
+        let (hd, channels) = (head.width, head.channels());
+        let offsets: &[u8] = match &self.offsets {
+            Offsets::Narrow(o) => o,
+            Offsets::Wide(_) => &[],
+        };
+        let entries = |stripe: usize| {
+            let range = stripe * per_stripe..(stripe + 1) * per_stripe;
+            let values = self.values[range.clone()].iter().map(|v| v.to_f32());
+            // One-byte offsets (stripes of up to 256 entries) read without the enum match.
+            let at = move |n: usize| match offsets.get(n) {
+                Some(&o) => o as usize,
+                None => self.offsets.get(n),
+            };
+            range.map(at).zip(values)
+        };
+        if self.per_channel {
+            // Stripe = channel, offset = token.
+            for c in channels.clone() {
+                for (t, v) in entries(c) {
+                    out[t * hd + c - channels.start] = v;
+                }
+            }
+        } else {
+            // Stripe = token, offset = channel.
+            for t in 0..self.values.len() / per_stripe {
+                for (c, v) in entries(t).filter(|(c, _)| channels.contains(c)) {
+                    out[t * hd + c - channels.start] = v;
+                }
+            }
         }
     }
 

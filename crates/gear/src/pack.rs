@@ -95,63 +95,102 @@ pub fn unpack_into(packed: &[u8], bits: u8, start: usize, out: &mut [u8]) {
     }
 }
 
-/// Dequantises `out.len()` codes starting at code `start` as `code · scale[j] + zero[j]`,
-/// unpacking and scaling in one pass (the hot loop of every decode step). Same alignment rule as
-/// [`unpack_into`].
+/// The step and zero point of each code of a dequantised run.
+pub trait StepZero: Copy {
+    /// Step and zero point of code `i` of the run.
+    fn at(&self, i: usize) -> (f32, f32);
+    /// Steps and zero points of codes `at..at + DEQUANT_CHUNK`.
+    fn chunk(&self, at: usize) -> ([f32; DEQUANT_CHUNK], [f32; DEQUANT_CHUNK]);
+}
+
+/// One step and zero point per code (the channels of a per-channel group).
+impl StepZero for (&[f32], &[f32]) {
+    #[inline(always)]
+    fn at(&self, i: usize) -> (f32, f32) {
+        (self.0[i], self.1[i])
+    }
+    #[inline(always)]
+    fn chunk(&self, at: usize) -> ([f32; DEQUANT_CHUNK], [f32; DEQUANT_CHUNK]) {
+        let s = self.0[at..at + DEQUANT_CHUNK].try_into().expect("length");
+        let z = self.1[at..at + DEQUANT_CHUNK].try_into().expect("length");
+        (s, z)
+    }
+}
+
+/// One step and zero point for the whole run (a per-token group covering it).
+impl StepZero for (f32, f32) {
+    #[inline(always)]
+    fn at(&self, _: usize) -> (f32, f32) {
+        *self
+    }
+    #[inline(always)]
+    fn chunk(&self, _: usize) -> ([f32; DEQUANT_CHUNK], [f32; DEQUANT_CHUNK]) {
+        ([self.0; DEQUANT_CHUNK], [self.1; DEQUANT_CHUNK])
+    }
+}
+
+/// Dequantises `out.len()` codes starting at code `start` as `code · Δ_j + min_j` with
+/// `(Δ_j, min_j) = step_zero.at(j)`, unpacking and scaling in one pass (the hot loop of every
+/// decode step). Same alignment rule as [`unpack_into`].
+#[inline]
 pub fn dequantize_run(
     packed: &[u8],
     bits: u8,
     start: usize,
-    scale: &[f32],
-    zero: &[f32],
+    step_zero: impl StepZero,
     out: &mut [f32],
 ) {
     let n = out.len();
-    let (scale, zero) = (&scale[..n], &zero[..n]);
     match bits {
-        8 => {
-            for (((o, &q), &s), &z) in out
-                .iter_mut()
-                .zip(&packed[start..start + n])
-                .zip(scale)
-                .zip(zero)
-            {
-                *o = q as f32 * s + z;
-            }
-        }
         4 if n.is_multiple_of(2) => {
-            let bytes = &packed[start / 2..start / 2 + n / 2];
-            for (((o, &b), s), z) in out
-                .chunks_exact_mut(2)
-                .zip(bytes)
-                .zip(scale.chunks_exact(2))
-                .zip(zero.chunks_exact(2))
-            {
-                o[0] = (b & 0x0f) as f32 * s[0] + z[0];
-                o[1] = (b >> 4) as f32 * s[1] + z[1];
-            }
+            dequantize_chunks::<2>(&packed[start / 2..start / 2 + n / 2], step_zero, out)
         }
         2 if n.is_multiple_of(4) => {
-            let bytes = &packed[start / 4..start / 4 + n / 4];
-            for (((o, &b), s), z) in out
-                .chunks_exact_mut(4)
-                .zip(bytes)
-                .zip(scale.chunks_exact(4))
-                .zip(zero.chunks_exact(4))
-            {
-                o[0] = (b & 0x03) as f32 * s[0] + z[0];
-                o[1] = ((b >> 2) & 0x03) as f32 * s[1] + z[1];
-                o[2] = ((b >> 4) & 0x03) as f32 * s[2] + z[2];
-                o[3] = (b >> 6) as f32 * s[3] + z[3];
-            }
+            dequantize_chunks::<4>(&packed[start / 4..start / 4 + n / 4], step_zero, out)
         }
+        8 => dequantize_chunks::<1>(&packed[start..start + n], step_zero, out),
         _ => {
             let mut codes = vec![0u8; n];
             unpack_into(packed, bits, start, &mut codes);
-            for (((o, &q), &s), &z) in out.iter_mut().zip(&codes).zip(scale).zip(zero) {
+            for (j, (o, &q)) in out.iter_mut().zip(&codes).enumerate() {
+                let (s, z) = step_zero.at(j);
                 *o = q as f32 * s + z;
             }
         }
+    }
+}
+
+/// Codes per chunk of [`dequantize_chunks`]: two 512-bit vectors of f32.
+pub const DEQUANT_CHUNK: usize = 32;
+
+/// The byte-aligned arms of [`dequantize_run`], `PER_BYTE` codes per byte (1, 2 or 4). Whole
+/// chunks of [`DEQUANT_CHUNK`] codes are fixed-size arrays, so the compiler unrolls the
+/// unpacking and vectorises the scale-and-add; the tail takes the same steps code by code.
+#[inline(always)]
+fn dequantize_chunks<const PER_BYTE: usize>(
+    bytes: &[u8],
+    step_zero: impl StepZero,
+    out: &mut [f32],
+) {
+    let bits = 8 / PER_BYTE;
+    let mask = ((1u16 << bits) - 1) as u8;
+    let code = |i: usize| (bytes[i / PER_BYTE] >> ((i % PER_BYTE) * bits)) & mask;
+    let whole = out.len() / DEQUANT_CHUNK * DEQUANT_CHUNK;
+    for (n, o) in out[..whole].chunks_exact_mut(DEQUANT_CHUNK).enumerate() {
+        let at = n * DEQUANT_CHUNK;
+        let b = &bytes[at / PER_BYTE..][..DEQUANT_CHUNK / PER_BYTE];
+        let (s, z) = step_zero.chunk(at);
+        let mut codes = [0u8; DEQUANT_CHUNK];
+        for i in 0..DEQUANT_CHUNK {
+            codes[i] = (b[i / PER_BYTE] >> ((i % PER_BYTE) * bits)) & mask;
+        }
+        for i in 0..DEQUANT_CHUNK {
+            o[i] = codes[i] as f32 * s[i] + z[i];
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(whole) {
+        let (s, z) = step_zero.at(i);
+        *o = code(i) as f32 * s + z;
     }
 }
 
@@ -202,20 +241,23 @@ mod tests {
     fn fused_dequantisation_matches_unpacking() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for bits in SUPPORTED_BITS {
-            let codes: Vec<u8> = (0..192)
+            let codes: Vec<u8> = (0..256)
                 .map(|_| rng.gen_range(0..(1u16 << bits)) as u8)
                 .collect();
             let packed = pack(&codes, bits);
-            let scale: Vec<f32> = (0..64).map(|_| rng.gen_range(0.1f32..1.0)).collect();
-            let zero: Vec<f32> = (0..64).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            let mut out = vec![0f32; 64];
-            dequantize_run(&packed, bits, 128, &scale, &zero, &mut out);
-            for j in 0..64 {
-                assert_eq!(
-                    out[j],
-                    codes[128 + j] as f32 * scale[j] + zero[j],
-                    "bits {bits}"
-                );
+            let scale: Vec<f32> = (0..100).map(|_| rng.gen_range(0.1f32..1.0)).collect();
+            let zero: Vec<f32> = (0..100).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            // Whole chunks, a tail, and a run shorter than one chunk.
+            for n in [64, 36, 4] {
+                let mut per_code = vec![0f32; n];
+                dequantize_run(&packed, bits, 128, (&scale[..n], &zero[..n]), &mut per_code);
+                let mut uniform = vec![0f32; n];
+                dequantize_run(&packed, bits, 128, (scale[0], zero[0]), &mut uniform);
+                for j in 0..n {
+                    let q = codes[128 + j] as f32;
+                    assert_eq!(per_code[j], q * scale[j] + zero[j], "bits {bits} n {n}");
+                    assert_eq!(uniform[j], q * scale[0] + zero[0], "bits {bits} n {n}");
+                }
             }
         }
     }

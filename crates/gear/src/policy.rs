@@ -28,8 +28,9 @@
 
 use crate::gear::{CompressedMatrix, GearConfig};
 use crate::kivi::Backbone;
+use crate::low_rank::LowRank;
 use crate::outliers::Tails;
-use crate::quantize::HeadsView;
+use crate::quantize::Head;
 use anyhow::{anyhow, bail, Result};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use ferrite_llm::kv_cache::{KvCache, KvGeometry};
@@ -38,6 +39,7 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 /// A parsed compressed-cache spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +283,28 @@ impl ExactRows {
         }
     }
 
+    /// Copies the channels of `head` of every buffered token (rows of `cols` entries) into
+    /// `out: [tokens, head.width]`.
+    fn write_head(&self, head: Head, cols: usize, out: &mut [f32]) {
+        let channels = head.channels();
+        let rows = self.len() / cols;
+        let dst = out.chunks_exact_mut(head.width).take(rows);
+        match self {
+            ExactRows::F32(b) => {
+                for (d, row) in dst.zip(b.chunks_exact(cols)) {
+                    d.copy_from_slice(&row[channels.clone()]);
+                }
+            }
+            ExactRows::F16(b) => {
+                for (d, row) in dst.zip(b.chunks_exact(cols)) {
+                    for (o, v) in d.iter_mut().zip(&row[channels.clone()]) {
+                        *o = v.to_f32();
+                    }
+                }
+            }
+        }
+    }
+
     /// Drops the first `n` entries, keeping room for `keep`.
     fn drop_front(&mut self, n: usize, keep: usize) {
         match self {
@@ -351,6 +375,16 @@ impl CompressedStore {
             v_buf,
             rng: StdRng::seed_from_u64(seed),
         })
+    }
+
+    /// Channels per token (`n_kv_head · head_dim`).
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
     }
 
     /// Tokens per compressed block (`n_b`).
@@ -450,18 +484,59 @@ impl CompressedStore {
     /// Dequantises the keys (`is_key`) or values into rows `first_row..first_row + len` of
     /// `out`, a `[n_kv_head, rows, head_dim]` row-major buffer with `rows >= first_row + len`.
     pub fn materialise_into(&self, is_key: bool, out: &mut [f32], rows: usize, first_row: usize) {
-        let mut view = HeadsView {
-            out,
-            total: rows,
-            row0: first_row,
-            head_dim: self.head_dim,
-        };
-        for b in &self.blocks {
-            if is_key { &b.k } else { &b.v }.decompress_into(&mut view);
-            view.row0 += self.block;
+        for (index, head_rows) in out.chunks_exact_mut(rows * self.head_dim).enumerate() {
+            self.materialise_head(is_key, index, head_rows, first_row);
         }
-        let buf = if is_key { &self.k_buf } else { &self.v_buf };
-        view.write_dense(&buf.to_f32(0, buf.len()), self.buffered(), self.channels);
+    }
+
+    /// Dequantises head `index` of the keys (`is_key`) or values into rows `first_row..` of
+    /// `out: [rows, head_dim]` row-major: the work of one task of a parallel materialisation.
+    pub fn materialise_head(&self, is_key: bool, index: usize, out: &mut [f32], first_row: usize) {
+        let head = Head {
+            index,
+            width: self.head_dim,
+        };
+        let block_len = self.block * head.width;
+        let mut rows = out[first_row * head.width..].chunks_mut(block_len);
+        for (b, dst) in self.blocks.iter().zip(rows.by_ref()) {
+            if is_key { &b.k } else { &b.v }.decompress_head(head, dst);
+        }
+        if let Some(dst) = rows.next() {
+            let buf = if is_key { &self.k_buf } else { &self.v_buf };
+            buf.write_head(head, self.channels, dst);
+        }
+    }
+
+    /// Walks head `index` of the keys (`is_key`) or values oldest token first, one tile at a
+    /// time: each compressed block's `D̂ + S` is written into `tile` (at least `n_b · head_dim`
+    /// long, small enough to stay in L1) and handed to `f(first_token, rows, low_rank)` with the
+    /// block's low-rank factors for that head; then the exact buffer, with none.
+    pub fn for_each_tile(
+        &self,
+        is_key: bool,
+        index: usize,
+        tile: &mut [f32],
+        mut f: impl FnMut(usize, &[f32], Option<&LowRank>),
+    ) {
+        let head = Head {
+            index,
+            width: self.head_dim,
+        };
+        let tile = &mut tile[..self.block * head.width];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let lr = if is_key { &b.k } else { &b.v }.sparse_backbone_head(head, tile);
+            f(i * self.block, tile, lr);
+        }
+        let rows = self.buffered();
+        if rows > 0 {
+            let buf = if is_key { &self.k_buf } else { &self.v_buf };
+            buf.write_head(head, self.channels, tile);
+            f(
+                self.blocks.len() * self.block,
+                &tile[..rows * head.width],
+                None,
+            );
+        }
     }
 
     /// Bytes held, by component.
@@ -560,6 +635,23 @@ impl GearCache {
         self.heap_bytes() as f64 / self.f16_bytes().max(1) as f64
     }
 
+    /// Appends layer `layer`'s new keys (rotated at their text positions) and values.
+    fn store_new(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        angles: &RopeAngles,
+    ) -> Result<()> {
+        let n_layer = self.stores.len();
+        let store = self
+            .stores
+            .get_mut(layer)
+            .ok_or_else(|| anyhow!("layer {layer} out of range (model has {n_layer})"))?;
+        let t = k.dim(1)?;
+        store.append(&token_major(&angles.rotate(k)?)?, &token_major(v)?, t > 1)
+    }
+
     /// Transient working memory: the f32 scratch K and V that every layer is dequantised into
     /// in turn (one layer's worth, grown in chunks of [`SCRATCH_CHUNK`] tokens). Not part of
     /// [`KvCache::heap_bytes`], which counts what is stored.
@@ -569,68 +661,55 @@ impl GearCache {
 }
 
 /// The f32 K and V `[n_kv_head, rows, head_dim]` one layer is dequantised into, reused by every
-/// layer and every step, grown in chunks of [`SCRATCH_CHUNK`] rows.
+/// layer and every step, grown in chunks of [`SCRATCH_CHUNK`] rows. K and V are the two halves of
+/// one `[2, n_kv_head, rows, head_dim]` tensor, so one in-place op fills both.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    kv: Option<(Tensor, Tensor)>,
+    kv: Option<Tensor>,
 }
 
 impl Scratch {
-    /// The scratch K and V, grown to hold at least `rows` rows.
+    /// The scratch `[2, n_kv_head, rows', head_dim]` (K then V), grown to `rows' >= rows`.
     pub(crate) fn get(
         &mut self,
         rows: usize,
         n_kv_head: usize,
         head_dim: usize,
         device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
-        let cap = self.kv.as_ref().map_or(0, |(k, _)| k.dim(1).unwrap_or(0));
+    ) -> Result<Tensor> {
+        let cap = self.kv.as_ref().map_or(0, |kv| kv.dim(2).unwrap_or(0));
         if rows > cap || self.kv.is_none() {
             let rows = rows.div_ceil(SCRATCH_CHUNK).max(1) * SCRATCH_CHUNK;
-            let shape = (n_kv_head, rows, head_dim);
-            self.kv = Some((
-                Tensor::zeros(shape, DType::F32, device)?,
-                Tensor::zeros(shape, DType::F32, device)?,
-            ));
+            let shape = (2, n_kv_head, rows, head_dim);
+            self.kv = Some(Tensor::zeros(shape, DType::F32, device)?);
         }
         Ok(self.kv.clone().expect("allocated above"))
     }
 
     /// Bytes allocated.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.kv
-            .as_ref()
-            .map_or(0, |(k, v)| 4 * (k.elem_count() + v.elem_count()))
+        self.kv.as_ref().map_or(0, |kv| 4 * kv.elem_count())
     }
 }
 
-/// Dequantises `store` into rows `first_row..first_row + store.len()` of the scratch K and V, in
-/// place.
+/// Dequantises `store` into rows `first_row..first_row + store.len()` of the scratch K and V
+/// (`kv: [2, n_kv_head, rows, head_dim]`) in place, one task per (K or V, head) on the kernel
+/// pool; returns the K and V views `[n_kv_head, rows, head_dim]`.
 pub(crate) fn materialise_layer(
     store: &CompressedStore,
-    (sk, sv): &(Tensor, Tensor),
+    kv: &Tensor,
     first_row: usize,
-) -> Result<()> {
-    let rows = sk.dim(1)?;
-    for (t, is_key) in [(sk, true), (sv, false)] {
-        t.inplace_op1(&Materialise {
-            store,
-            is_key,
-            rows,
-            first_row,
-        })?;
-    }
-    Ok(())
+) -> Result<(Tensor, Tensor)> {
+    kv.inplace_op1(&Materialise { store, first_row })?;
+    Ok((kv.get(0)?, kv.get(1)?))
 }
 
 /// Tokens added to the scratch K/V at a time.
 pub const SCRATCH_CHUNK: usize = 256;
 
-/// Writes one layer's dequantised K or V into the scratch tensor's storage in place.
+/// Writes one layer's dequantised K and V into the scratch tensor's storage in place.
 struct Materialise<'a> {
     store: &'a CompressedStore,
-    is_key: bool,
-    rows: usize,
     first_row: usize,
 }
 
@@ -643,9 +722,18 @@ impl InplaceOp1 for Materialise<'_> {
         let CpuStorage::F32(data) = storage else {
             return Err(candle_core::Error::Msg("gear scratch must be f32".into()));
         };
-        let out = &mut data[layout.start_offset()..];
-        self.store
-            .materialise_into(self.is_key, out, self.rows, self.first_row);
+        let dims = layout.dims();
+        let (heads, head_len) = (dims[0] * dims[1], dims[2] * dims[3]);
+        let out = &mut data[layout.start_offset()..][..heads * head_len];
+        let per_head: Vec<Mutex<&mut [f32]>> =
+            out.chunks_exact_mut(head_len).map(Mutex::new).collect();
+        let n_kv_head = dims[1];
+        ferrite_kernels::pool::global().run(heads, &|task| {
+            let mut dst = per_head[task].lock().unwrap_or_else(|e| e.into_inner());
+            let (is_key, head) = (task < n_kv_head, task % n_kv_head);
+            self.store
+                .materialise_head(is_key, head, &mut dst, self.first_row);
+        });
         Ok(())
     }
 }
@@ -680,22 +768,42 @@ impl KvCache for GearCache {
         v: &Tensor,
         new_angles: &RopeAngles,
     ) -> Result<(Tensor, Tensor)> {
-        let n_layer = self.stores.len();
-        let store = self
-            .stores
-            .get_mut(layer)
-            .ok_or_else(|| anyhow!("layer {layer} out of range (model has {n_layer})"))?;
-        let t = k.dim(1)?;
-        let device = k.device().clone();
-        let k = token_major(&new_angles.rotate(k)?)?;
-        let v = token_major(v)?;
-        store.append(&k, &v, t > 1)?;
-        let total = store.len();
-        let (sk, sv) = self
+        self.store_new(layer, k, v, new_angles)?;
+        let total = self.stores[layer].len();
+        let kv = self
             .scratch
-            .get(total, self.n_kv_head, self.head_dim, &device)?;
-        materialise_layer(&self.stores[layer], &(sk.clone(), sv.clone()), 0)?;
+            .get(total, self.n_kv_head, self.head_dim, k.device())?;
+        let (sk, sv) = materialise_layer(&self.stores[layer], &kv, 0)?;
         Ok((sk.narrow(1, 0, total)?, sv.narrow(1, 0, total)?))
+    }
+
+    /// One new token (decode) attends straight from the packed store
+    /// ([`crate::attention::attend_decode`]); longer steps through the dequantised scratch.
+    fn attend(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        new_angles: &RopeAngles,
+        dense: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (n_head, t, d) = q.dims3()?;
+        if t != 1 {
+            let (k_all, v_all) = self.update(layer, k, v, new_angles)?;
+            return dense(&k_all, &v_all);
+        }
+        self.store_new(layer, k, v, new_angles)?;
+        let q = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; n_head * d];
+        crate::attention::attend_decode(
+            &self.stores[layer],
+            &q,
+            n_head,
+            &mut out,
+            ferrite_kernels::pool::global(),
+        );
+        Ok(Tensor::from_vec(out, (1, n_head * d), k.device())?)
     }
 
     fn len(&self) -> usize {

@@ -76,36 +76,20 @@ impl Grouping {
     }
 }
 
-/// Where a `[tokens, channels]` block lands in the `[n_kv_head, total, head_dim]` K or V that
-/// attention consumes: token `t` of the block is row `row0 + t`.
-#[derive(Debug)]
-pub struct HeadsView<'a> {
-    /// The `[n_kv_head, total, head_dim]` output, row-major.
-    pub out: &'a mut [f32],
-    /// Rows of the output (`total`).
-    pub total: usize,
-    /// Output row of the block's first token.
-    pub row0: usize,
-    /// Head width.
-    pub head_dim: usize,
+/// One head of a `[tokens, channels]` block in the layout attention reads: channels
+/// `[head·width, (head+1)·width)` of every token, `[tokens, width]` row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Head index.
+    pub index: usize,
+    /// Head width (`head_dim`).
+    pub width: usize,
 }
 
-impl HeadsView<'_> {
-    /// Offset of entry `(t, c)` of the block in `out`.
-    #[inline]
-    pub fn offset(&self, t: usize, c: usize) -> usize {
-        ((c / self.head_dim) * self.total + self.row0 + t) * self.head_dim + c % self.head_dim
-    }
-
-    /// Copies a full-precision `[tokens, channels]` block in.
-    pub fn write_dense(&mut self, x: &[f32], rows: usize, cols: usize) {
-        let hd = self.head_dim;
-        for t in 0..rows {
-            for h in 0..cols / hd {
-                let o = self.offset(t, h * hd);
-                self.out[o..o + hd].copy_from_slice(&x[t * cols + h * hd..t * cols + (h + 1) * hd]);
-            }
-        }
+impl Head {
+    /// The block's channel range of this head.
+    pub fn channels(&self) -> std::ops::Range<usize> {
+        self.index * self.width..(self.index + 1) * self.width
     }
 }
 
@@ -193,49 +177,69 @@ impl QuantizedMatrix {
     /// Dequantises into `[rows, cols]` row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        let mut view = HeadsView {
-            out: &mut out,
-            total: self.rows,
-            row0: 0,
-            head_dim: self.cols,
+        let whole = Head {
+            index: 0,
+            width: self.cols,
         };
-        self.dequantize_into(&mut view);
+        self.dequantize_head(whole, &mut out);
         out
     }
 
-    /// Dequantises into the K/V layout attention consumes.
-    pub fn dequantize_into(&self, view: &mut HeadsView<'_>) {
-        let (rows, cols, hd) = (self.rows, self.cols, view.head_dim);
+    /// Dequantises the channels of `head` into `out: [rows, head.width]` row-major.
+    pub fn dequantize_head(&self, head: Head, out: &mut [f32]) {
+        let (rows, cols, hd) = (self.rows, self.cols, head.width);
+        let c0 = head.index * hd;
         let g = self.grouping.group_len(rows, cols);
-        let sf: Vec<f32> = self.scale.iter().map(|v| v.to_f32()).collect();
-        let zf: Vec<f32> = self.zero.iter().map(|v| v.to_f32()).collect();
-        let (mut s, mut z) = (vec![0f32; cols], vec![0f32; cols]);
-        for t in 0..rows {
-            // Step and zero point of every channel of token t.
-            let (s, z): (&[f32], &[f32]) = match self.grouping {
-                Grouping::PerChannel { .. } => {
-                    let base = (t / g) * cols;
-                    (&sf[base..base + cols], &zf[base..base + cols])
-                }
-                Grouping::PerToken { .. } => {
-                    let per_row = cols / g;
-                    for (gi, (sg, zg)) in s.chunks_mut(g).zip(z.chunks_mut(g)).enumerate() {
-                        sg.fill(sf[t * per_row + gi]);
-                        zg.fill(zf[t * per_row + gi]);
+        let code_run = |t: usize| (t * cols + c0, t * hd..(t + 1) * hd);
+        match self.grouping {
+            // One step and zero point per channel for each run of `g` tokens.
+            Grouping::PerChannel { .. } => {
+                let (mut s, mut z) = (vec![0f32; hd], vec![0f32; hd]);
+                for group in 0..rows / g {
+                    let at = group * cols + c0;
+                    for j in 0..hd {
+                        s[j] = self.scale[at + j].to_f32();
+                        z[j] = self.zero[at + j].to_f32();
                     }
-                    (&s, &z)
+                    for t in group * g..(group + 1) * g {
+                        let (start, o) = code_run(t);
+                        dequantize_run(
+                            &self.codes,
+                            self.bits,
+                            start,
+                            (&s[..], &z[..]),
+                            &mut out[o],
+                        );
+                    }
                 }
-            };
-            for c0 in (0..cols).step_by(hd) {
-                let o = view.offset(t, c0);
-                dequantize_run(
-                    &self.codes,
-                    self.bits,
-                    t * cols + c0,
-                    &s[c0..c0 + hd],
-                    &z[c0..c0 + hd],
-                    &mut view.out[o..o + hd],
-                );
+            }
+            // Each token: one step and zero point per run of channels inside one group (the
+            // whole head when a group spans it).
+            Grouping::PerToken { .. } => {
+                let per_row = cols / g;
+                let mut segments = Vec::new();
+                let mut c = c0;
+                while c < c0 + hd {
+                    let end = ((c / g + 1) * g).min(c0 + hd);
+                    segments.push((c - c0..end - c0, c / g));
+                    c = end;
+                }
+                for t in 0..rows {
+                    let (start, o) = code_run(t);
+                    let row = &mut out[o];
+                    for (range, group) in &segments {
+                        let gi = t * per_row + group;
+                        let step_zero = (self.scale[gi].to_f32(), self.zero[gi].to_f32());
+                        let at = start + range.start;
+                        dequantize_run(
+                            &self.codes,
+                            self.bits,
+                            at,
+                            step_zero,
+                            &mut row[range.clone()],
+                        );
+                    }
+                }
             }
         }
     }

@@ -219,8 +219,7 @@ impl KvCache for SinkGearCache {
         let kv = self
             .scratch
             .get(s + stored, self.n_kv_head, self.head_dim, &self.device)?;
-        materialise_layer(&self.stores[layer], &kv, s)?;
-        let (sk, sv) = kv;
+        let (sk, sv) = materialise_layer(&self.stores[layer], &kv, s)?;
         if !evicting {
             return Ok((sk.narrow(1, s, stored)?, sv.narrow(1, s, stored)?));
         }
@@ -239,6 +238,46 @@ impl KvCache for SinkGearCache {
         }
         let len = s + self.window.window;
         Ok((sk.narrow(1, at, len)?, sv.narrow(1, at, len)?))
+    }
+
+    /// While nothing has been evicted the composition is the plain store, so a decode step
+    /// attends straight from its packed codes as [`crate::GearCache`] does; once evicting (sinks
+    /// in front of a partly dead oldest block) it goes through the dequantised scratch.
+    fn attend(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        new_angles: &RopeAngles,
+        dense: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (n_head, t, d) = q.dims3()?;
+        if t != 1 || self.seen > self.window.sinks + self.window.window {
+            let (k_all, v_all) = self.update(layer, k, v, new_angles)?;
+            return dense(&k_all, &v_all);
+        }
+        let start = self.step_start.context("attend called before begin_step")?;
+        if layer >= self.stores.len() {
+            bail!(
+                "layer {layer} out of range (model has {})",
+                self.stores.len()
+            );
+        }
+        self.keep_sinks(layer, k, v, start)?;
+        self.shift.capture(new_angles)?;
+        let k_rot = token_major(&new_angles.rotate(k)?)?;
+        self.stores[layer].append(&k_rot, &token_major(v)?, false)?;
+        let q = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; n_head * d];
+        crate::attention::attend_decode(
+            &self.stores[layer],
+            &q,
+            n_head,
+            &mut out,
+            ferrite_kernels::pool::global(),
+        );
+        Ok(Tensor::from_vec(out, (1, n_head * d), k.device())?)
     }
 
     fn len(&self) -> usize {

@@ -6,7 +6,8 @@
 //! That single contract lets a policy
 //! - assign positions inside the cache (StreamingLLM: positions are cache slots, not text
 //!   offsets), because it decides both the query positions and how stored keys are rotated;
-//! - keep its storage compressed (GEAR, KIVI) and return dequantised K/V for attention;
+//! - keep its storage compressed (GEAR, KIVI) and return dequantised K/V for attention, or
+//!   attend straight from what it stores ([`KvCache::attend`]);
 //! - account for every byte it holds ([`KvCache::heap_bytes`]).
 
 use crate::rope::RopeAngles;
@@ -48,6 +49,25 @@ pub trait KvCache: Send {
         v: &Tensor,
         new_angles: &RopeAngles,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// Stores layer `layer`'s new keys and values like [`KvCache::update`] and returns the
+    /// attention output `[t, n_head·head_dim]` of the queries `q: [n_head, t, head_dim]` (rotated
+    /// with `new_angles`) over every token this layer may attend to. The default hands the K/V
+    /// from `update` to `dense`, the model's own attention; a policy that holds no f32 K/V (a
+    /// compressed store) overrides it to attend from what it stores.
+    fn attend(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        new_angles: &RopeAngles,
+        dense: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let _ = q;
+        let (k_all, v_all) = self.update(layer, k, v, new_angles)?;
+        dense(&k_all, &v_all)
+    }
 
     /// Tokens currently held (per layer).
     fn len(&self) -> usize;

@@ -134,8 +134,9 @@ impl Attention {
         let v = heads(self.v.forward(x)?, self.n_kv_head)?;
         let q = angles.rotate(&q)?;
         let _span = profile::span(profile::Op::Attention);
-        let (k_all, v_all) = cache.update(layer, &k, &v, angles)?;
-        self.attend(&q, &k_all, &v_all, t)
+        cache.attend(layer, &q, &k, &v, angles, &mut |k_all, v_all| {
+            self.attend(&q, k_all, v_all, t)
+        })
     }
 
     /// softmax(q Kᵀ / √d + causal mask) V with query heads grouped by their key head, so K and V are

@@ -93,6 +93,20 @@ impl KvCache for Metered {
     ) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
         self.inner.update(layer, k, v, new_angles)
     }
+    fn attend(
+        &mut self,
+        layer: usize,
+        q: &candle_core::Tensor,
+        k: &candle_core::Tensor,
+        v: &candle_core::Tensor,
+        new_angles: &RopeAngles,
+        dense: &mut dyn FnMut(
+            &candle_core::Tensor,
+            &candle_core::Tensor,
+        ) -> Result<candle_core::Tensor>,
+    ) -> Result<candle_core::Tensor> {
+        self.inner.attend(layer, q, k, v, new_angles, dense)
+    }
     fn len(&self) -> usize {
         self.inner.len()
     }
