@@ -11,8 +11,8 @@ use crate::error::{corrupt, Result};
 use crate::rows::{dot_scalar, SparseRows};
 use crate::Isa;
 
-/// Padding after the packed values so a kernel may load 8 floats at any stored position.
-pub(crate) const VALUE_PAD: usize = 8;
+/// Padding after the packed values so a kernel may load 16 floats at any stored position.
+pub(crate) const VALUE_PAD: usize = 16;
 
 /// A matrix in the bitmap layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,19 +158,25 @@ impl SparseRows for BitmapMatrix {
 
     fn dot<const T: usize>(&self, isa: Isa, r: usize, xs: [&[f32]; T]) -> [f32; T] {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 {
+        if isa.has_avx2() {
             let codes = self.row_codes(r);
             let full = self.cols / 8;
             let start = self.row_start[r];
-            // SAFETY: AVX2/FMA were detected (`Isa::Avx2`); `values` is padded by VALUE_PAD
-            // and every `xs[i]` holds `cols ≥ 8·full` floats (checked by the driver).
+            let values = self.values[start..].as_ptr();
+            let x = xs.map(|x| x.as_ptr());
+            // SAFETY: the kernels' instruction sets were detected (`isa`); `values` is padded by
+            // VALUE_PAD and every `xs[i]` holds `cols ≥ 8·full` floats (checked by the driver).
             let (mut acc, used) = unsafe {
-                crate::expand::expand_dot::<T, true>(
-                    &crate::expand::BITMAP,
-                    &codes[..full],
-                    self.values.as_ptr().add(start),
-                    xs.map(|x| x.as_ptr()),
-                )
+                if isa == Isa::Avx512 {
+                    crate::expand::bitmap_dot_avx512::<T>(&codes[..full], values, x)
+                } else {
+                    crate::expand::expand_dot::<T, true>(
+                        &crate::expand::BITMAP,
+                        &codes[..full],
+                        values,
+                        x,
+                    )
+                }
             };
             if full < codes.len() {
                 let mut code = codes[full];

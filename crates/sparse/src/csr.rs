@@ -154,7 +154,7 @@ impl SparseRows for CsrMatrix {
 
     fn dot<const T: usize>(&self, isa: Isa, r: usize, xs: [&[f32]; T]) -> [f32; T] {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 {
+        if isa.has_avx2() {
             let (a, b) = self.span(r);
             // SAFETY: AVX2/FMA detected; indices were checked `< cols` at load and every
             // `xs[i]` holds `cols` floats; the arrays are padded by VALUE_PAD.

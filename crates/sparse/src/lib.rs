@@ -33,12 +33,15 @@ use std::sync::OnceLock;
 pub const METADATA_PREFIX: &str = "ferrite.sparse.";
 
 /// Instruction set a kernel runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable Rust.
     Scalar,
     /// AVX2 + FMA (x86-64, detected at run time).
     Avx2,
+    /// AVX-512F on top of AVX2 + FMA: the bitmap layout's decode kernel expands 16 weights per
+    /// instruction (`vexpandps`); the other kernels are the AVX2 ones.
+    Avx512,
 }
 
 impl Isa {
@@ -48,6 +51,9 @@ impl Isa {
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
                 return Isa::Avx2;
             }
             Isa::Scalar
@@ -56,11 +62,16 @@ impl Isa {
 
     /// Every instruction set this CPU can run, slowest first.
     pub fn available() -> Vec<Self> {
-        let mut v = vec![Self::Scalar];
-        if Self::detect() == Self::Avx2 {
-            v.push(Self::Avx2);
-        }
-        v
+        let best = Self::detect();
+        [Self::Scalar, Self::Avx2, Self::Avx512]
+            .into_iter()
+            .filter(|&isa| isa <= best)
+            .collect()
+    }
+
+    /// Whether the AVX2 + FMA kernels may run.
+    pub fn has_avx2(self) -> bool {
+        self >= Self::Avx2
     }
 }
 
@@ -294,7 +305,7 @@ impl SparseMatrix {
     /// [`Self::matmul`] with the kernels of `isa` (which must be available here).
     pub fn matmul_with(&self, x: &[f32], y: &mut [f32], pool: &Pool, isa: Isa) {
         assert!(
-            isa == Isa::Scalar || Isa::detect() == Isa::Avx2,
+            isa <= Isa::detect(),
             "{isa:?} kernels are not available on this CPU"
         );
         match self {

@@ -107,7 +107,7 @@ fn transpose_tiles(x: &[f32], n: usize, cols: usize) -> Vec<f32> {
 /// `Σ_{(c, v) ∈ row r} v · tile[c, 0..TILE]`.
 fn axpy_row<M: SparseRows>(m: &M, r: usize, tile: &[f32], isa: Isa) -> [f32; TILE] {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.has_avx2() {
         // SAFETY: AVX2/FMA were detected; column indices are `< cols` and `tile` is
         // `cols × TILE`.
         return unsafe { axpy_row_avx2(m, r, tile) };

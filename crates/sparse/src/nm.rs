@@ -216,7 +216,7 @@ impl SparseRows for NmMatrix {
 
     fn dot<const T: usize>(&self, isa: Isa, r: usize, xs: [&[f32]; T]) -> [f32; T] {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && (self.n, self.m) == (2, 4) {
+        if isa.has_avx2() && (self.n, self.m) == (2, 4) {
             let s = row_shape(self.cols, 2, 4);
             let full = self.cols / 8;
             let row_meta = &self.meta[r * s.meta_bytes..(r + 1) * s.meta_bytes];
