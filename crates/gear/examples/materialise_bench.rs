@@ -73,12 +73,18 @@ fn main() -> Result<()> {
     });
     let dense = time(|| attend(&q, view(&k), view(&v), shape, &mut out, &pool));
     let packed = time(|| attend_decode(&store, &q, n_head, &mut out, &pool));
+    let pool2 = Pool::new(2);
+    let dense2 = time(|| attend(&q, view(&k), view(&v), shape, &mut out, &pool2));
+    let packed2 = time(|| attend_decode(&store, &q, n_head, &mut out, &pool2));
     println!(
-        "{spec}: {tokens} tokens, ms per layer per decode step (1 thread): f32 attention {:.3} | dequantise all + f32 attention {:.3} | attention from the packed codes {:.3} ({:.2}x the f32 attention)",
+        "{spec}: {tokens} tokens, ms per layer per decode step: 1 thread: f32 attention {:.3} | dequantise all + f32 attention {:.3} | from the packed codes {:.3} ({:.2}x the f32 attention's speed); 2 threads: f32 {:.3} | packed {:.3} ({:.2}x)",
         dense * 1e3,
         (materialise + dense) * 1e3,
         packed * 1e3,
-        dense / packed
+        dense / packed,
+        dense2 * 1e3,
+        packed2 * 1e3,
+        dense2 / packed2
     );
     Ok(())
 }

@@ -3,11 +3,14 @@
 N tokens greedily with `ferrite generate --json` and count the positions whose token equals the
 `full` cache's token (positions past either sequence's end count as different unless both ended).
 
-usage: agreement.py N THREADS POLICY... > out/gear/agreement.json
+usage: agreement.py N THREADS POLICY... > out/gear/agreement.json   (env FERRITE: the binary)
 """
 import json
+import os
 import subprocess
 import sys
+
+FERRITE = os.environ.get("FERRITE", "./target/release/ferrite")
 
 PROMPTS = [
     "The history of the Roman Empire begins",
@@ -25,7 +28,7 @@ PROMPTS = [
 
 def generate(prompt, kv, n, threads):
     out = subprocess.run(
-        ["nice", "./target/release/ferrite", "--threads", str(threads), "generate",
+        ["nice", FERRITE, "--threads", str(threads), "generate",
          "-p", prompt, "-n", str(n), "--kv", kv, "--json"],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)

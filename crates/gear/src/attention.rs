@@ -12,13 +12,18 @@
 use crate::low_rank::LowRank;
 use crate::policy::CompressedStore;
 use ferrite_kernels::pool::Pool;
-use ferrite_kernels::rows::{axpy, dot, softmax_in_place};
+use ferrite_kernels::rows::{axpy, dot, exp_nonpositive, sum_f64};
+use std::ops::Range;
 use std::sync::Mutex;
 
 /// `out[h] = Σ_j softmax_j(q_h · k_j / √d) v_j` over every token of `store`, for one new query
 /// per head: `q, out: [n_head, d]` row-major, query head `h` reading KV head
-/// `h / (n_head / n_kv_head)` (grouped-query attention, no head repeated). One task per KV head
-/// on `pool`.
+/// `h / (n_head / n_kv_head)` (grouped-query attention, no head repeated).
+///
+/// Work is split over `pool` by KV head and, within a head, by runs of tiles (one per thread,
+/// split-K as in flash-decoding), so three heads spread evenly over two threads: each run
+/// returns its own maximum score, exponential sum and unnormalised output, and the runs are
+/// merged exactly, `y = Σ_p e^{m_p − m} y_p / Σ_p e^{m_p − m} l_p`.
 pub fn attend_decode(
     store: &CompressedStore,
     q: &[f32],
@@ -29,11 +34,49 @@ pub fn attend_decode(
     let d = store.head_dim();
     let n_kv_head = store.channels() / d;
     let group_len = n_head / n_kv_head * d;
-    let groups: Vec<Mutex<&mut [f32]>> = out.chunks_exact_mut(group_len).map(Mutex::new).collect();
-    pool.run(n_kv_head, &|g| {
-        let mut y = groups[g].lock().unwrap_or_else(|e| e.into_inner());
-        attend_group(store, g, &q[g * group_len..(g + 1) * group_len], &mut y);
+    let n_tiles = store.n_tiles();
+    let runs = pool.threads().min(n_tiles).max(1);
+    let partials: Vec<Mutex<Partial>> = (0..n_kv_head * runs)
+        .map(|_| Mutex::new(Partial::default()))
+        .collect();
+    pool.run(n_kv_head * runs, &|task| {
+        let (g, run) = (task / runs, task % runs);
+        let tiles = run * n_tiles / runs..(run + 1) * n_tiles / runs;
+        let part = attend_tiles(store, g, tiles, &q[g * group_len..(g + 1) * group_len]);
+        *partials[task].lock().unwrap_or_else(|e| e.into_inner()) = part;
     });
+    let partials: Vec<Partial> = partials
+        .into_iter()
+        .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    for (y_g, parts) in out
+        .chunks_exact_mut(group_len)
+        .zip(partials.chunks_exact(runs))
+    {
+        for (r, y) in y_g.chunks_exact_mut(d).enumerate() {
+            let m = parts
+                .iter()
+                .map(|p| p.max[r])
+                .fold(f32::NEG_INFINITY, f32::max);
+            y.fill(0.0);
+            let mut total = 0f32;
+            for p in parts {
+                let w = exp_nonpositive(p.max[r] - m);
+                total += w * p.sum[r];
+                axpy(w, &p.y[r * d..(r + 1) * d], y);
+            }
+            y.iter_mut().for_each(|v| *v /= total);
+        }
+    }
+}
+
+/// One run of tiles of one KV head: per query, the largest scaled score `m`, `l = Σ_t e^{s_t − m}`
+/// and the unnormalised output `Σ_t e^{s_t − m} v_t`.
+#[derive(Default)]
+struct Partial {
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    y: Vec<f32>,
 }
 
 /// Working buffers of one KV head's attention: the current tile's low-rank factors in f32,
@@ -68,16 +111,18 @@ impl Buffers {
     }
 }
 
-/// The queries `q: [n_rep, d]` of KV head `g` over every token of the store, into `y: [n_rep, d]`.
-fn attend_group(store: &CompressedStore, g: usize, q: &[f32], y: &mut [f32]) {
-    let (d, len) = (store.head_dim(), store.len());
+/// The queries `q: [n_rep, d]` of KV head `g` over the tokens of tiles `tiles`.
+fn attend_tiles(store: &CompressedStore, g: usize, tiles: Range<usize>, q: &[f32]) -> Partial {
+    let (d, block) = (store.head_dim(), store.block_len());
     let n_rep = q.len() / d;
+    let first = tiles.start * block;
+    let len = (tiles.end * block).min(store.len()) - first;
     let mut buf = Buffers::default();
-    let mut tile = vec![0f32; store.block_len() * d];
-    // scores[r · len + t] = q_r · k_t
+    let mut tile = vec![0f32; block * d];
+    // scores[r · len + t] = q_r · k_t, t counted from the run's first token.
     let mut scores = vec![0f32; n_rep * len];
-    store.for_each_tile(true, g, &mut tile, |t0, rows, low_rank| {
-        let n = rows.len() / d;
+    store.for_each_tile(true, g, tiles.clone(), &mut tile, |t0, rows, low_rank| {
+        let (t0, n) = (t0 - first, rows.len() / d);
         for (r, q_r) in q.chunks_exact(d).enumerate() {
             tile_scores(q_r, rows, &mut scores[r * len + t0..][..n]);
         }
@@ -94,14 +139,22 @@ fn attend_group(store: &CompressedStore, g: usize, q: &[f32], y: &mut [f32]) {
         }
     });
     let scale = 1.0 / (d as f32).sqrt();
+    let mut part = Partial {
+        max: Vec::with_capacity(n_rep),
+        sum: Vec::with_capacity(n_rep),
+        y: vec![0f32; n_rep * d],
+    };
     for p in scores.chunks_exact_mut(len) {
         p.iter_mut().for_each(|s| *s *= scale);
-        softmax_in_place(p);
+        let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        p.iter_mut().for_each(|s| *s = exp_nonpositive(*s - m));
+        part.max.push(m);
+        part.sum.push(sum_f64(p) as f32);
     }
-    y.fill(0.0);
-    let mut probs = Vec::with_capacity(n_rep * store.block_len());
-    store.for_each_tile(false, g, &mut tile, |t0, rows, low_rank| {
-        let n = rows.len() / d;
+    let mut probs = Vec::with_capacity(n_rep * block);
+    let y = &mut part.y;
+    store.for_each_tile(false, g, tiles, &mut tile, |t0, rows, low_rank| {
+        let (t0, n) = (t0 - first, rows.len() / d);
         for (r, y_r) in y.chunks_exact_mut(d).enumerate() {
             tile_weighted_sum(&scores[r * len + t0..][..n], rows, y_r);
         }
@@ -120,6 +173,7 @@ fn attend_group(store: &CompressedStore, g: usize, q: &[f32], y: &mut [f32]) {
             }
         }
     });
+    part
 }
 
 /// `s_t = q · k_t` for the rows `k_t` of a tile (the same dot product the f32 attention uses).
@@ -204,7 +258,14 @@ mod tests {
     /// backbone and with outliers and low rank on, at every decode step across block edges.
     #[test]
     fn decode_attention_from_codes_matches_the_dequantised_cache() -> Result<()> {
-        let (n_head, n_kv, d) = (4, 2, 8);
+        // A generic head width and the fixed-width one of SmolLM2 (3 queries per KV head).
+        for (n_head, n_kv, d) in [(4, 2, 8), (6, 2, 64)] {
+            compare_with_dequantised(n_head, n_kv, d)?;
+        }
+        Ok(())
+    }
+
+    fn compare_with_dequantised(n_head: usize, n_kv: usize, d: usize) -> Result<()> {
         let dev = Device::Cpu;
         let geometry = KvGeometry {
             n_layer: 1,
@@ -222,8 +283,8 @@ mod tests {
         };
         for spec in [
             "gear:4,buffer=16",
-            "gear:2,group=8,buffer=16",
-            "kivi:2,group=8,buffer=16",
+            "gear:2,group=16,buffer=16",
+            "kivi:2,group=16,buffer=16",
             "quant:8,buffer=16,exact=f16",
             "gear:4,tails=1,buffer=16",
         ] {
@@ -260,6 +321,37 @@ mod tests {
                 }
             }
             assert!(worst < 1e-5, "{}: max |diff| {worst}", spec.to_spec());
+        }
+        Ok(())
+    }
+
+    /// Splitting a head's tiles over threads (split-K) and merging the runs changes nothing
+    /// beyond rounding.
+    #[test]
+    fn runs_merged_over_threads_equal_one_run() -> Result<()> {
+        let spec = GearSpec::parse("gear:4,buffer=16")?;
+        let (n_head, n_kv, d) = (6, 3, 8);
+        let mut store = crate::CompressedStore::new(spec.config, 16, n_kv * d, d, 0)?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-2.0f32..2.0)).collect() };
+        let x = random(300 * n_kv * d);
+        store.append(&x, &random(x.len()), false)?;
+        let q = random(n_head * d);
+        let attend = |threads: usize| {
+            let mut out = vec![0f32; n_head * d];
+            let pool = ferrite_kernels::pool::Pool::new(threads);
+            super::attend_decode(&store, &q, n_head, &mut out, &pool);
+            out
+        };
+        let one = attend(1);
+        for threads in [2, 3, 5] {
+            let worst = one
+                .iter()
+                .zip(attend(threads))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{threads} threads: max |diff| {worst}");
         }
         Ok(())
     }

@@ -7,12 +7,14 @@
 //! [`CompressedBlock`] that is kept until the cache is reset (or evicted by a window policy
 //! through [`CompressedStore::evict_oldest_block`]).
 //!
-//! Attention needs K and V in f32 each step. Rather than hold a dequantised copy of the history
-//! (which would cost more than the full cache), each [`KvCache::update`] dequantises the layer's
-//! blocks into one f32 scratch K/V shared by all layers and reused across steps, and returns
-//! views of it: the returned tensors are valid until the next `update` on the same cache (the
-//! model consumes them within the layer). The scratch is transient working memory — one layer's
-//! K and V, [`GearCache::scratch_bytes`] — reported apart from the stored bytes.
+//! Attention: a decode step (one new token) attends straight from the packed store
+//! ([`crate::attention`], through [`KvCache::attend`]); nothing the size of the history is
+//! dequantised. A multi-token step dequantises the layer's blocks into one f32 scratch K/V shared
+//! by all layers and reused across steps, and [`KvCache::update`] returns views of it, valid until
+//! the next `update` on the same cache (the model consumes them within the layer). The scratch is
+//! transient working memory — one layer's K and V, [`GearCache::scratch_bytes`] — reported apart
+//! from the stored bytes. `FERRITE_GEAR_SCRATCH=1` sends decode steps through the scratch as
+//! well (the earlier path, kept for A/B runs).
 //!
 //! Spec strings (`--kv`): `quant:B`, `kivi:B`, `gear:B`, each optionally followed by
 //! `,key=value` overrides, or only `key=value` pairs: `bits`, `group` (0 = whole block: KCVT),
@@ -507,14 +509,21 @@ impl CompressedStore {
         }
     }
 
-    /// Walks head `index` of the keys (`is_key`) or values oldest token first, one tile at a
-    /// time: each compressed block's `D̂ + S` is written into `tile` (at least `n_b · head_dim`
-    /// long, small enough to stay in L1) and handed to `f(first_token, rows, low_rank)` with the
-    /// block's low-rank factors for that head; then the exact buffer, with none.
+    /// Tiles of a head: the compressed blocks, then the exact buffer when it holds tokens.
+    pub fn n_tiles(&self) -> usize {
+        self.blocks.len() + usize::from(self.buffered() > 0)
+    }
+
+    /// Walks tiles `tiles` (of [`CompressedStore::n_tiles`]) of head `index` of the keys
+    /// (`is_key`) or values, oldest first: each compressed block's `D̂ + S` is written into
+    /// `tile` (at least `n_b · head_dim` long, small enough to stay in L1) and handed to
+    /// `f(first_token, rows, low_rank)` with the block's low-rank factors for that head; the
+    /// exact buffer, the last tile, comes with none.
     pub fn for_each_tile(
         &self,
         is_key: bool,
         index: usize,
+        tiles: std::ops::Range<usize>,
         tile: &mut [f32],
         mut f: impl FnMut(usize, &[f32], Option<&LowRank>),
     ) {
@@ -523,19 +532,20 @@ impl CompressedStore {
             width: self.head_dim,
         };
         let tile = &mut tile[..self.block * head.width];
-        for (i, b) in self.blocks.iter().enumerate() {
-            let lr = if is_key { &b.k } else { &b.v }.sparse_backbone_head(head, tile);
-            f(i * self.block, tile, lr);
-        }
-        let rows = self.buffered();
-        if rows > 0 {
-            let buf = if is_key { &self.k_buf } else { &self.v_buf };
-            buf.write_head(head, self.channels, tile);
-            f(
-                self.blocks.len() * self.block,
-                &tile[..rows * head.width],
-                None,
-            );
+        for i in tiles {
+            match self.blocks.get(i) {
+                Some(b) => {
+                    let lr = if is_key { &b.k } else { &b.v }.sparse_backbone_head(head, tile);
+                    f(i * self.block, tile, lr);
+                }
+                None if i == self.blocks.len() => {
+                    let buf = if is_key { &self.k_buf } else { &self.v_buf };
+                    buf.write_head(head, self.channels, tile);
+                    let rows = self.buffered() * head.width;
+                    f(i * self.block, &tile[..rows], None);
+                }
+                None => {}
+            }
         }
     }
 
@@ -583,6 +593,8 @@ pub struct GearCache {
     head_dim: usize,
     positions: ferrite_llm::kv_cache::TextPositions,
     scratch: Scratch,
+    /// Decode through the dequantised scratch too (`FERRITE_GEAR_SCRATCH=1`, for A/B runs).
+    scratch_attention: bool,
 }
 
 impl GearCache {
@@ -599,6 +611,7 @@ impl GearCache {
             head_dim: geometry.head_dim,
             positions: ferrite_llm::kv_cache::TextPositions::new(geometry.max_tokens),
             scratch: Scratch::default(),
+            scratch_attention: std::env::var_os("FERRITE_GEAR_SCRATCH").is_some(),
         })
     }
 
@@ -789,7 +802,7 @@ impl KvCache for GearCache {
         dense: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let (n_head, t, d) = q.dims3()?;
-        if t != 1 {
+        if t != 1 || self.scratch_attention {
             let (k_all, v_all) = self.update(layer, k, v, new_angles)?;
             return dense(&k_all, &v_all);
         }
