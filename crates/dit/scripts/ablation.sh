@@ -5,13 +5,14 @@
 #
 # usage: crates/dit/scripts/ablation.sh [train|eval|report|all] [SEG] [SEGMENTS] [SAMPLES]
 #   defaults: all 150 4 200  (600 steps of batch 32 per design; FID of 200 DDIM-10 samples)
-# env: OUT (out/dit-ablation), THREADS (1), CLASSIFIER (out/diffusion/classifier.safetensors)
+# env: OUT (out/dit-ablation), THREADS (1), CLASSIFIER (out/diffusion/classifier.safetensors),
+#      DESIGNS (all four; a subset lets two processes share the designs)
 set -euo pipefail
 PHASE=${1:-all}; SEG=${2:-150}; N=${3:-4}; SAMPLES=${4:-200}
 OUT=${OUT:-out/dit-ablation}; THREADS=${THREADS:-1}
 CLASSIFIER=${CLASSIFIER:-out/diffusion/classifier.safetensors}
 BIN=${BIN:-target/release/ferrite}
-DESIGNS="in-context cross-attention adaln adaln-zero"
+DESIGNS=${DESIGNS:-"in-context cross-attention adaln adaln-zero"}
 mkdir -p "$OUT"
 
 train() {
