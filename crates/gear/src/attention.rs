@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn decode_attention_from_codes_matches_the_dequantised_cache() -> Result<()> {
         // A generic head width and the fixed-width one of SmolLM2 (3 queries per KV head).
-        for (n_head, n_kv, d) in [(4, 2, 8), (6, 2, 64)] {
+        for (n_head, n_kv, d) in [(4, 2, 8), (6, 2, 64), (9, 3, 64)] {
             compare_with_dequantised(n_head, n_kv, d)?;
         }
         Ok(())
@@ -287,6 +287,7 @@ mod tests {
             "kivi:2,group=16,buffer=16",
             "quant:8,buffer=16,exact=f16",
             "gear:4,tails=1,buffer=16",
+            "quant:8,buffer=256",
         ] {
             let spec = GearSpec::parse(spec)?;
             let (mut packed, mut dense) = (

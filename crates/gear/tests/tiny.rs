@@ -284,3 +284,33 @@ fn chat_over_a_compressed_window_goes_on_past_the_context() -> Result<()> {
     assert!(total > 3 * 128, "only {total} tokens streamed");
     Ok(())
 }
+
+/// With nothing compressed (the exact buffer holds the whole text) the packed decode path is the
+/// full cache up to float rounding.
+#[test]
+fn an_uncompressed_store_decodes_like_the_full_cache() -> Result<()> {
+    // SmolLM2's attention geometry: 9 query heads, 3 KV heads of 64.
+    let spec = TinySpec {
+        hidden: 576,
+        heads: 9,
+        kv_heads: 3,
+        context: 512,
+        ..TinySpec::default()
+    };
+    let dir = temp_dir("gear-exact-buffer");
+    let m = load_model(
+        &write_gguf(&dir.join("m.gguf"), &spec, GgmlDType::F32)?,
+        ComputeDType::F32,
+    )?;
+    let g = m.model.kv_geometry();
+    let ids = ids(&m, 300)?;
+    let full = nll(&m, &ids, &mut FullCache::new(&g))?;
+    let exact = nll(&m, &ids, build("quant:8,buffer=512", &g)?.as_mut())?;
+    let worst = full
+        .iter()
+        .zip(&exact)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "max NLL difference {worst}");
+    Ok(())
+}
