@@ -125,6 +125,9 @@ struct SamplerFlags {
     /// Sample with the raw weights instead of the EMA.
     #[arg(long)]
     no_ema: bool,
+    /// Do not clip the x_0 estimate to [-1, 1] (DiT's own sampling; clipping is diffusers' default).
+    #[arg(long)]
+    no_clip: bool,
     /// Images per forward batch.
     #[arg(long, default_value_t = 250)]
     batch: usize,
@@ -144,6 +147,7 @@ impl SamplerFlags {
             eta: self.eta,
             spacing: self.spacing.clone(),
             guidance_scale: self.guidance_scale,
+            clip_sample: !self.no_clip,
         }
     }
 }
