@@ -42,7 +42,8 @@ pub fn attend_decode(
     pool.run(n_kv_head * runs, &|task| {
         let (g, run) = (task / runs, task % runs);
         let tiles = run * n_tiles / runs..(run + 1) * n_tiles / runs;
-        let part = attend_tiles(store, g, tiles, &q[g * group_len..(g + 1) * group_len]);
+        let q_g = &q[g * group_len..(g + 1) * group_len];
+        let part = attend_tiles(store, g, tiles, q_g, runs == 1);
         *partials[task].lock().unwrap_or_else(|e| e.into_inner()) = part;
     });
     let partials: Vec<Partial> = partials
@@ -112,7 +113,19 @@ impl Buffers {
 }
 
 /// The queries `q: [n_rep, d]` of KV head `g` over the tokens of tiles `tiles`.
-fn attend_tiles(store: &CompressedStore, g: usize, tiles: Range<usize>, q: &[f32]) -> Partial {
+///
+/// With `normalise` (a single run) the weights are normalised before the values are summed, in
+/// the same order and with the same operations as the f32 cache's fused attention
+/// (`ferrite_kernels::attention`), so exact rows give that attention bit for bit: on the
+/// quantised runtime, whose 8-bit activations amplify rounding-level differences, a different
+/// order alone would change greedy generations within a few dozen tokens.
+fn attend_tiles(
+    store: &CompressedStore,
+    g: usize,
+    tiles: Range<usize>,
+    q: &[f32],
+    normalise: bool,
+) -> Partial {
     let (d, block) = (store.head_dim(), store.block_len());
     let n_rep = q.len() / d;
     let first = tiles.start * block;
@@ -149,7 +162,13 @@ fn attend_tiles(store: &CompressedStore, g: usize, tiles: Range<usize>, q: &[f32
         let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         p.iter_mut().for_each(|s| *s = exp_nonpositive(*s - m));
         part.max.push(m);
-        part.sum.push(sum_f64(p) as f32);
+        if normalise {
+            let inv = (1.0 / sum_f64(p)) as f32;
+            p.iter_mut().for_each(|s| *s *= inv);
+            part.sum.push(1.0);
+        } else {
+            part.sum.push(sum_f64(p) as f32);
+        }
     }
     let mut probs = Vec::with_capacity(n_rep * block);
     let y = &mut part.y;
