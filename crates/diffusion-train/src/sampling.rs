@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 use ferrite_diffusion::{
     gaussian_noise, sample, PredictionType, SamplerKind, Scheduler, TimestepSpacing, VarianceType,
 };
+use ferrite_dit::text_condition::{conditions_for_labels, TextEmbedder};
 use ferrite_dit::{Condition, DiT, DitConfig, GuidedChannels};
 use std::path::Path;
 
@@ -110,6 +111,23 @@ pub struct LoadedModel {
     pub model: DiT,
     /// Its training state (configuration, step, losses).
     pub state: TrainState,
+    /// A text-conditioned model's caption embedder and class-name table.
+    pub text: Option<(TextEmbedder, Tensor)>,
+}
+
+impl LoadedModel {
+    /// The per-class condition table of a text-conditioned model (`None`: class ids).
+    pub fn class_table(&self) -> Option<&Tensor> {
+        self.text.as_ref().map(|(_, table)| table)
+    }
+
+    /// The conditions `[K, L, width]` of `captions` for a text-conditioned model.
+    pub fn caption_table(&self, captions: &[&str]) -> Result<Tensor> {
+        let (Some((embedder, _)), Some(text)) = (&self.text, &self.state.config.text) else {
+            bail!("this checkpoint conditions on class ids: --caption needs a model trained with --text-model")
+        };
+        embedder.embed_batch(captions, text.pooling()?)
+    }
 }
 
 /// Loads the EMA (`ema = true`) or raw weights of a checkpoint.
@@ -121,7 +139,13 @@ pub fn load_model(path: &Path, ema: bool) -> Result<LoadedModel> {
     let vb = VarBuilder::from_tensors(group, DType::F32, &Device::Cpu);
     let model = DiT::new(&state.config.dit, vb)
         .with_context(|| format!("building the DiT of {}", path.display()))?;
-    Ok(LoadedModel { model, state })
+    let text = state
+        .config
+        .text
+        .as_ref()
+        .map(|t| t.class_table())
+        .transpose()?;
+    Ok(LoadedModel { model, state, text })
 }
 
 /// `per_class` labels of each of `classes` classes, class-major (grid rows).
@@ -133,12 +157,16 @@ pub fn class_major_labels(classes: usize, per_class: usize) -> Vec<u32> {
 
 /// Samples one image per label, in batches of `batch`; batch `k` draws its noise from
 /// `seeded::rng(seed, Sampling, k)`. Returns `[N, C, H, W]` in [-1, 1]. `on_step` is called
-/// after every denoising step of every batch.
+/// after every denoising step of every batch. With a `table` `[K, L, width]` (a text-conditioned
+/// model: class names or captions) label `i` stands for row `i` of it, fed as a sequence
+/// condition; otherwise labels are class ids.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_labels(
     model: &DiT,
     opts: &SamplerOptions,
     num_train_timesteps: usize,
     labels: &[u32],
+    table: Option<&Tensor>,
     batch: usize,
     seed: u64,
     on_step: &dyn Fn(),
@@ -148,11 +176,12 @@ pub fn sample_labels(
     if opts.guidance_scale != 1.0 && !cfg.has_null_class() {
         bail!("--guidance-scale needs a model trained with label dropout (class_dropout_prob > 0)");
     }
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= cfg.num_classes) {
-        bail!(
-            "class {bad} is outside the model's {} classes",
-            cfg.num_classes
-        );
+    let (n, what) = match table {
+        Some(t) => (t.dim(0)?, "captions"),
+        None => (cfg.num_classes, "classes"),
+    };
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= n) {
+        bail!("condition {bad} is outside the {n} {what}");
     }
     let dev = Device::Cpu;
     let shape = [0, cfg.in_channels, cfg.input_size, cfg.input_size];
@@ -160,20 +189,19 @@ pub fn sample_labels(
     for (k, chunk) in labels.chunks(batch.max(1)).enumerate() {
         let b = chunk.len();
         let y = Tensor::new(chunk, &dev)?;
+        let text = table.map(|t| conditions_for_labels(t, &y)).transpose()?;
+        let condition = match &text {
+            Some(s) => Condition::Sequence(s),
+            None => Condition::Labels(&y),
+        };
         let mut r = rng(seed, Stream::Sampling, k as u64);
         let x_t = gaussian_noise(&[b, shape[1], shape[2], shape[3]], DType::F32, &dev, &mut r)?;
         let denoise = |x: &Tensor, t: usize| -> candle_core::Result<Tensor> {
             let tt = Tensor::full(t as f32, b, &dev)?;
             if opts.guidance_scale == 1.0 {
-                model.forward_with_drop(x, &tt, Condition::Labels(&y), None)
+                model.forward_with_drop(x, &tt, condition, None)
             } else {
-                model.forward_guided(
-                    x,
-                    &tt,
-                    Condition::Labels(&y),
-                    opts.guidance_scale,
-                    GuidedChannels::Eps,
-                )
+                model.forward_guided(x, &tt, condition, opts.guidance_scale, GuidedChannels::Eps)
             }
         };
         let step = |_: usize, _: usize| on_step();

@@ -25,11 +25,12 @@ use ferrite_diffusion::{
     gaussian_noise, hybrid_loss, BetaSchedule, NoiseSchedule, PredictionType, HYBRID_VLB_WEIGHT,
 };
 use ferrite_dit::init::seeded_var_builder;
+use ferrite_dit::text_condition::{conditions_for_labels, Pooling, TextEmbedder};
 use ferrite_dit::{Condition, DiT, DitConfig};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Everything that defines a training run (stored in its checkpoints).
@@ -53,6 +54,40 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Use only the first `n` training images (quick runs and tests).
     pub train_images: Option<usize>,
+    /// Condition on the class *names*, embedded as text, instead of on class ids.
+    #[serde(default)]
+    pub text: Option<TextConditioning>,
+}
+
+/// Text conditions instead of class ids (DiT §3.2: the cross-attention path, carried from class
+/// embeddings to captions): each image is conditioned on its class name embedded by a language
+/// model's token embeddings ([`ferrite_dit::text_condition`]) and passed as
+/// [`Condition::Sequence`], so the trained model can be sampled from any caption. Classifier-free
+/// guidance drops a sample's caption to the learned null token, as it drops a label.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TextConditioning {
+    /// GGUF or safetensors llama-family model whose tokenizer and token embeddings embed captions.
+    pub model: PathBuf,
+    /// `mean` (one vector per caption) or `tokens` (the token sequence, padded).
+    pub pooling: String,
+}
+
+impl TextConditioning {
+    /// The pooling named by [`TextConditioning::pooling`].
+    pub fn pooling(&self) -> Result<Pooling> {
+        match self.pooling.as_str() {
+            "mean" => Ok(Pooling::Mean),
+            "tokens" => Ok(Pooling::Tokens),
+            other => bail!("unknown text pooling `{other}` (expected mean or tokens)"),
+        }
+    }
+
+    /// The embedder and the per-class table `[10, L, width]` of the Fashion-MNIST class names.
+    pub fn class_table(&self) -> Result<(TextEmbedder, Tensor)> {
+        let embedder = TextEmbedder::load(&self.model)?;
+        let table = embedder.fashion_mnist_classes(self.pooling()?)?;
+        Ok((embedder, table))
+    }
 }
 
 impl TrainConfig {
@@ -71,6 +106,7 @@ impl TrainConfig {
             num_train_timesteps: 1000,
             seed: 0,
             train_images: None,
+            text: None,
         }
     }
 }
@@ -99,6 +135,8 @@ pub struct Trainer {
     /// Progress so far.
     pub state: TrainState,
     order: Option<(u64, Vec<usize>)>,
+    /// The class-name table `[classes, L, width]` of a text-conditioned run.
+    class_text: Option<Tensor>,
 }
 
 fn named_vars(map: &VarMap) -> Vec<(String, Var)> {
@@ -127,6 +165,21 @@ impl Trainer {
             "EMA decay {} is outside [0, 1)",
             config.ema_decay
         );
+        let mut config = config;
+        let class_text = match &config.text {
+            Some(text) => {
+                let (embedder, table) = text.class_table()?;
+                config.dit.cond_dim = Some(embedder.width());
+                ensure!(
+                    table.dim(0)? == config.dit.num_classes,
+                    "{} class names for a model of {} classes",
+                    table.dim(0)?,
+                    config.dit.num_classes
+                );
+                Some(table)
+            }
+            None => None,
+        };
         let dev = Device::Cpu;
         let varmap = VarMap::new();
         let vb = seeded_var_builder(&varmap, config.seed, DType::F32, &dev);
@@ -147,6 +200,7 @@ impl Trainer {
                 train_seconds: 0.0,
             },
             order: None,
+            class_text,
         })
     }
 
@@ -247,9 +301,18 @@ impl Trainer {
         let noise = gaussian_noise(x0.dims(), DType::F32, &dev, &mut r)?;
         let x_t = self.schedule.add_noise(&x0, &noise, &t)?;
         let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect(), b, &dev)?;
-        let out =
-            self.model
-                .forward_with_drop(&x_t, &t_tensor, Condition::Labels(&y), Some(&drop))?;
+        let text = self
+            .class_text
+            .as_ref()
+            .map(|table| conditions_for_labels(table, &y))
+            .transpose()?;
+        let condition = match &text {
+            Some(s) => Condition::Sequence(s),
+            None => Condition::Labels(&y),
+        };
+        let out = self
+            .model
+            .forward_with_drop(&x_t, &t_tensor, condition, Some(&drop))?;
         let loss = hybrid_loss(
             &self.schedule,
             &out,

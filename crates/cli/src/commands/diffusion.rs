@@ -13,7 +13,7 @@ use ferrite_diffusion_train::loss_plot::plot_loss;
 use ferrite_diffusion_train::sampling::{
     class_major_labels, load_model, sample_labels, SamplerName, SamplerOptions,
 };
-use ferrite_diffusion_train::train::{TrainConfig, Trainer};
+use ferrite_diffusion_train::train::{TextConditioning, TrainConfig, Trainer};
 use ferrite_dit::{Conditioning, DitConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -87,6 +87,14 @@ struct TrainArgs {
     /// Train on the first N images only.
     #[arg(long)]
     train_images: Option<usize>,
+    /// Condition on the class names as text instead of class ids: captions embedded by this
+    /// model's token embeddings (e.g. models/SmolLM2-135M-Instruct.Q4_1.gguf), read by the
+    /// conditioning design as a sequence; sample such a model with `--caption`.
+    #[arg(long)]
+    text_model: Option<PathBuf>,
+    /// Text pooling: mean (one vector per caption) or tokens (the token sequence).
+    #[arg(long, default_value = "mean")]
+    text_pooling: String,
     /// Loss curve PNG (default: next to the checkpoint).
     #[arg(long)]
     loss_plot: Option<PathBuf>,
@@ -166,6 +174,10 @@ struct SampleArgs {
     /// Pixel scale of the grid.
     #[arg(long, default_value_t = 2)]
     scale: u32,
+    /// A text-conditioned model's caption, one grid row each (repeatable; default: the class
+    /// names, or the class ids of a label-conditioned model).
+    #[arg(long)]
+    caption: Vec<String>,
     #[command(flatten)]
     sampler: SamplerFlags,
     /// Print a JSON summary.
@@ -296,6 +308,10 @@ fn train(a: TrainArgs) -> Result<()> {
         cfg.ema_decay = a.ema_decay;
         cfg.seed = a.seed;
         cfg.train_images = a.train_images;
+        cfg.text = a.text_model.clone().map(|model| TextConditioning {
+            model,
+            pooling: a.text_pooling.clone(),
+        });
         Trainer::new(cfg)?
     };
     let start = trainer.state.step;
@@ -352,16 +368,26 @@ struct ClassSamples {
     training_step: u64,
 }
 
-/// Loads a checkpoint (EMA weights unless `--no-ema`) and samples every class with a progress bar.
+/// Loads a checkpoint (EMA weights unless `--no-ema`) and samples every class — or, for a
+/// text-conditioned model given `captions`, every caption — with a progress bar.
 fn sample_classes(
     checkpoint: &std::path::Path,
     sampler: &SamplerFlags,
     per_class: usize,
+    captions: &[String],
     quiet: bool,
 ) -> Result<ClassSamples> {
     let loaded = load_model(checkpoint, !sampler.no_ema)?;
     let opts = sampler.options();
-    let labels = class_major_labels(NUM_CLASSES, per_class);
+    let caption_table = if captions.is_empty() {
+        None
+    } else {
+        let c: Vec<&str> = captions.iter().map(String::as_str).collect();
+        Some(loaded.caption_table(&c)?)
+    };
+    let table = caption_table.as_ref().or(loaded.class_table());
+    let rows = caption_table.as_ref().map_or(NUM_CLASSES, |t| t.dims()[0]);
+    let labels = class_major_labels(rows, per_class);
     let pb = sampling_bar(quiet, labels.len(), &opts, sampler.batch);
     let t0 = Instant::now();
     let x = sample_labels(
@@ -369,6 +395,7 @@ fn sample_classes(
         &opts,
         loaded.state.config.num_train_timesteps,
         &labels,
+        table,
         sampler.batch,
         sampler.seed,
         &|| pb.inc(1),
@@ -393,7 +420,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         opts,
         secs,
         training_step,
-    } = sample_classes(&a.checkpoint, &a.sampler, a.per_class, a.quiet)?;
+    } = sample_classes(&a.checkpoint, &a.sampler, a.per_class, &a.caption, a.quiet)?;
     let x = crop_center(&x, 28, 28)?;
     write_grid(&a.out, &x, a.per_class, a.scale)?;
     let ips = labels.len() as f64 / secs.max(1e-9);
@@ -472,7 +499,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         opts,
         secs,
         training_step,
-    } = sample_classes(&a.checkpoint, &a.sampler, per_class, a.quiet)?;
+    } = sample_classes(&a.checkpoint, &a.sampler, per_class, &[], a.quiet)?;
     let x = crop_center(&x, test.rows, test.cols)?;
     if let Some(grid) = &a.grid {
         let cols = per_class.min(10);
