@@ -11,6 +11,7 @@
 
 use crate::low_rank::LowRank;
 use crate::policy::CompressedStore;
+use candle_core::{DType, Tensor};
 use ferrite_kernels::pool::Pool;
 use ferrite_kernels::rows::{axpy, dot, exp_nonpositive, sum_f64};
 use std::ops::Range;
@@ -69,6 +70,22 @@ pub fn attend_decode(
             y.iter_mut().for_each(|v| *v /= total);
         }
     }
+}
+
+/// [`attend_decode`] on tensors: the new queries `q: [n_head, 1, d]` over `store` on the kernel
+/// pool, as the `[1, n_head·d]` attention output a [`ferrite_llm::KvCache::attend`] returns.
+pub fn attend_decode_tensor(store: &CompressedStore, q: &Tensor) -> anyhow::Result<Tensor> {
+    let (n_head, _, d) = q.dims3()?;
+    let q_values = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n_head * d];
+    attend_decode(
+        store,
+        &q_values,
+        n_head,
+        &mut out,
+        ferrite_kernels::pool::global(),
+    );
+    Ok(Tensor::from_vec(out, (1, n_head * d), q.device())?)
 }
 
 /// One run of tiles of one KV head: per query, the largest scaled score `m`, `l = Σ_t e^{s_t − m}`

@@ -801,22 +801,12 @@ impl KvCache for GearCache {
         new_angles: &RopeAngles,
         dense: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let (n_head, t, d) = q.dims3()?;
-        if t != 1 || self.scratch_attention {
+        if q.dim(1)? != 1 || self.scratch_attention {
             let (k_all, v_all) = self.update(layer, k, v, new_angles)?;
             return dense(&k_all, &v_all);
         }
         self.store_new(layer, k, v, new_angles)?;
-        let q = q.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; n_head * d];
-        crate::attention::attend_decode(
-            &self.stores[layer],
-            &q,
-            n_head,
-            &mut out,
-            ferrite_kernels::pool::global(),
-        );
-        Ok(Tensor::from_vec(out, (1, n_head * d), k.device())?)
+        crate::attention::attend_decode_tensor(&self.stores[layer], q)
     }
 
     fn len(&self) -> usize {
