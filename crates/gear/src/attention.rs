@@ -12,8 +12,9 @@
 use crate::low_rank::LowRank;
 use crate::policy::CompressedStore;
 use candle_core::{DType, Tensor};
+use ferrite_kernels::attention::accumulate_weighted_rows;
 use ferrite_kernels::pool::Pool;
-use ferrite_kernels::rows::{axpy, dot, exp_nonpositive, sum_f64};
+use ferrite_kernels::rows::{axpy, dot, exp_nonpositive, softmax_in_place, sum_f64};
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -176,14 +177,15 @@ fn attend_tiles(
     };
     for p in scores.chunks_exact_mut(len) {
         p.iter_mut().for_each(|s| *s *= scale);
-        let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        p.iter_mut().for_each(|s| *s = exp_nonpositive(*s - m));
-        part.max.push(m);
         if normalise {
-            let inv = (1.0 / sum_f64(p)) as f32;
-            p.iter_mut().for_each(|s| *s *= inv);
+            // The f32 cache's softmax itself; a single run needs no maximum to merge with.
+            softmax_in_place(p);
+            part.max.push(0.0);
             part.sum.push(1.0);
         } else {
+            let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            p.iter_mut().for_each(|s| *s = exp_nonpositive(*s - m));
+            part.max.push(m);
             part.sum.push(sum_f64(p) as f32);
         }
     }
@@ -192,7 +194,7 @@ fn attend_tiles(
     store.for_each_tile(false, g, tiles, &mut tile, |t0, rows, low_rank| {
         let (t0, n) = (t0 - first, rows.len() / d);
         for (r, y_r) in y.chunks_exact_mut(d).enumerate() {
-            tile_weighted_sum(&scores[r * len + t0..][..n], rows, y_r);
+            accumulate_weighted_rows(&scores[r * len + t0..][..n], |t| &rows[t * d..][..d], y_r);
         }
         let rank = buf.load(low_rank);
         if rank > 0 {
@@ -217,31 +219,6 @@ fn tile_scores(q: &[f32], rows: &[f32], s: &mut [f32]) {
     for (s_t, k_t) in s.iter_mut().zip(rows.chunks_exact(q.len())) {
         *s_t = dot(q, k_t);
     }
-}
-
-/// `y += Σ_t p_t v_t` over the rows `v_t` of a tile, the sum kept in registers across the rows
-/// for the common head widths.
-fn tile_weighted_sum(p: &[f32], rows: &[f32], y: &mut [f32]) {
-    match y.len() {
-        64 => tile_weighted_sum_fixed::<64>(p, rows, y),
-        128 => tile_weighted_sum_fixed::<128>(p, rows, y),
-        d => p
-            .iter()
-            .zip(rows.chunks_exact(d))
-            .for_each(|(&p_t, v_t)| axpy(p_t, v_t, y)),
-    }
-}
-
-#[inline(always)]
-fn tile_weighted_sum_fixed<const D: usize>(p: &[f32], rows: &[f32], y: &mut [f32]) {
-    let mut acc: [f32; D] = y.try_into().expect("an output of D values");
-    for (&p_t, v_t) in p.iter().zip(rows.chunks_exact(D)) {
-        let v_t: &[f32; D] = v_t.try_into().expect("a row of D values");
-        for c in 0..D {
-            acc[c] += p_t * v_t[c];
-        }
-    }
-    y.copy_from_slice(&acc);
 }
 
 #[cfg(test)]

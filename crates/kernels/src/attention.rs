@@ -21,8 +21,8 @@ pub struct HeadsView<'a> {
     pub row_stride: usize,
 }
 
-impl HeadsView<'_> {
-    fn row(&self, h: usize, j: usize, d: usize) -> &[f32] {
+impl<'a> HeadsView<'a> {
+    fn row(&self, h: usize, j: usize, d: usize) -> &'a [f32] {
         let at = h * self.head_stride + j * self.row_stride;
         &self.data[at..at + d]
     }
@@ -85,7 +85,8 @@ pub fn attend(
         // SAFETY: query row (h, i) writes only out[i, h·d..(h+1)·d], disjoint across rows; the
         // pool run (or the inline loop) finishes before `out` is used again.
         let y = unsafe { std::slice::from_raw_parts_mut(base.get().add((i * n_head + h) * d), d) };
-        weighted_sum(&p, v, g, y);
+        y.fill(0.0);
+        accumulate_weighted_rows(&p, |j| v.row(g, j, d), y);
     };
     let rows = n_head * t;
     if rows * total * d < PARALLEL_WORK || pool.threads() == 1 {
@@ -95,28 +96,34 @@ pub fn attend(
     }
 }
 
-/// `y = Σ_j p_j v[g, j]`. For the common head width 64 the sum is kept in registers across all
-/// keys (a fixed-size accumulator) instead of being loaded and stored once per key.
-fn weighted_sum(p: &[f32], v: HeadsView<'_>, g: usize, y: &mut [f32]) {
+/// `y += Σ_j p_j row(j)` over rows of `y.len()` values. For the common head widths 64 and 128
+/// the sum is kept in registers across all rows (a fixed-size accumulator) instead of being
+/// loaded and stored once per row. The weighted sum of every attention in ferrite (this module's,
+/// and ferrite-gear's over compressed tiles), so all of them add in the same order.
+#[inline]
+pub fn accumulate_weighted_rows<'a>(p: &[f32], row: impl Fn(usize) -> &'a [f32], y: &mut [f32]) {
     match y.len() {
-        64 => weighted_sum_fixed::<64>(p, v, g, y),
-        128 => weighted_sum_fixed::<128>(p, v, g, y),
-        d => {
-            y.fill(0.0);
-            for (j, pj) in p.iter().enumerate() {
-                axpy(*pj, v.row(g, j, d), y);
+        64 => accumulate_fixed::<64>(p, row, y),
+        128 => accumulate_fixed::<128>(p, row, y),
+        _ => {
+            for (j, &pj) in p.iter().enumerate() {
+                axpy(pj, row(j), y);
             }
         }
     }
 }
 
 #[inline(always)]
-fn weighted_sum_fixed<const D: usize>(p: &[f32], v: HeadsView<'_>, g: usize, y: &mut [f32]) {
-    let mut acc = [0f32; D];
+fn accumulate_fixed<'a, const D: usize>(
+    p: &[f32],
+    row: impl Fn(usize) -> &'a [f32],
+    y: &mut [f32],
+) {
+    let mut acc: [f32; D] = y.try_into().expect("an output of D values");
     for (j, &pj) in p.iter().enumerate() {
-        let row: &[f32; D] = v.row(g, j, D).try_into().expect("a row of D values");
+        let r: &[f32; D] = row(j).try_into().expect("a row of D values");
         for c in 0..D {
-            acc[c] += pj * row[c];
+            acc[c] += pj * r[c];
         }
     }
     y.copy_from_slice(&acc);
