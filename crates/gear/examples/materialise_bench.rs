@@ -50,11 +50,13 @@ fn main() -> Result<()> {
         total: tokens,
         d,
     };
-    let view = |data: &[f32]| HeadsView {
-        data: unsafe { std::slice::from_raw_parts(data.as_ptr(), data.len()) },
-        head_stride: tokens * d,
-        row_stride: d,
-    };
+    fn view(data: &[f32], tokens: usize, d: usize) -> HeadsView<'_> {
+        HeadsView {
+            data,
+            head_stride: tokens * d,
+            row_stride: d,
+        }
+    }
     let mut out = vec![0f32; n_head * d];
     if std::env::args().nth(3).as_deref() == Some("packed") {
         // Only the packed path, for a profiler.
@@ -71,11 +73,15 @@ fn main() -> Result<()> {
         store.materialise_into(false, &mut v, tokens, 0);
         std::hint::black_box((&k, &v));
     });
-    let dense = time(|| attend(&q, view(&k), view(&v), shape, &mut out, &pool));
-    let packed = time(|| attend_decode(&store, &q, n_head, &mut out, &pool));
-    let pool2 = Pool::new(2);
-    let dense2 = time(|| attend(&q, view(&k), view(&v), shape, &mut out, &pool2));
-    let packed2 = time(|| attend_decode(&store, &q, n_head, &mut out, &pool2));
+    let (kv, vv) = (view(&k, tokens, d), view(&v, tokens, d));
+    // The f32 attention and the packed one, timed on the same pool.
+    let mut both = |pool: &Pool| {
+        let dense = time(|| attend(&q, kv, vv, shape, &mut out, pool));
+        let packed = time(|| attend_decode(&store, &q, n_head, &mut out, pool));
+        (dense, packed)
+    };
+    let (dense, packed) = both(&pool);
+    let (dense2, packed2) = both(&Pool::new(2));
     println!(
         "{spec}: {tokens} tokens, ms per layer per decode step: 1 thread: f32 attention {:.3} | dequantise all + f32 attention {:.3} | from the packed codes {:.3} ({:.2}x the f32 attention's speed); 2 threads: f32 {:.3} | packed {:.3} ({:.2}x)",
         dense * 1e3,

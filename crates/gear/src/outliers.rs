@@ -207,19 +207,10 @@ impl Outliers {
             return;
         }
         let (hd, channels) = (head.width, head.channels());
-        let offsets: &[u8] = match &self.offsets {
-            Offsets::Narrow(o) => o,
-            Offsets::Wide(_) => &[],
-        };
         let entries = |stripe: usize| {
             let range = stripe * per_stripe..(stripe + 1) * per_stripe;
             let values = self.values[range.clone()].iter().map(|v| v.to_f32());
-            // One-byte offsets (stripes of up to 256 entries) read without the enum match.
-            let at = move |n: usize| match offsets.get(n) {
-                Some(&o) => o as usize,
-                None => self.offsets.get(n),
-            };
-            range.map(at).zip(values)
+            range.map(|n| self.offsets.get(n)).zip(values)
         };
         if self.per_channel {
             // Stripe = channel, offset = token.

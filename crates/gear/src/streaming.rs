@@ -156,6 +156,43 @@ impl SinkGearCache {
         )?;
         Ok(())
     }
+
+    /// Stores layer `layer`'s new tokens of the step in progress: the sinks among them exactly,
+    /// all of them (keys rotated at their text positions) in the compressed window, then drops
+    /// every compressed block whose tokens have all left the window.
+    fn store_new(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        new_angles: &RopeAngles,
+    ) -> Result<()> {
+        let start = self.step_start.context("update called before begin_step")?;
+        let n_layer = self.stores.len();
+        if layer >= n_layer {
+            bail!("layer {layer} out of range (model has {n_layer})");
+        }
+        let t = k.dim(1)?;
+        if start + t != self.seen {
+            bail!(
+                "update of layer {layer} with {t} tokens does not match the step of {} tokens",
+                self.seen - start
+            );
+        }
+        self.keep_sinks(layer, k, v, start)?;
+        self.shift.capture(new_angles)?;
+        let k_rot = token_major(&new_angles.rotate(k)?)?;
+        let evicting = self.evicting();
+        let store = &mut self.stores[layer];
+        store.append(&k_rot, &token_major(v)?, t > 1)?;
+        if evicting {
+            let (w0, n_b) = (self.seen - self.window.window, store.block_len());
+            while store.n_blocks() > 0 && self.seen - store.len() + n_b <= w0 {
+                store.evict_oldest_block();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl KvCache for SinkGearCache {
@@ -188,33 +225,10 @@ impl KvCache for SinkGearCache {
         v: &Tensor,
         new_angles: &RopeAngles,
     ) -> Result<(Tensor, Tensor)> {
-        let start = self.step_start.context("update called before begin_step")?;
-        let n_layer = self.stores.len();
-        if layer >= n_layer {
-            bail!("layer {layer} out of range (model has {n_layer})");
-        }
-        let t = k.dim(1)?;
-        if start + t != self.seen {
-            bail!(
-                "update of layer {layer} with {t} tokens does not match the step of {} tokens",
-                self.seen - start
-            );
-        }
-        self.keep_sinks(layer, k, v, start)?;
-        self.shift.capture(new_angles)?;
-        let k_rot = token_major(&new_angles.rotate(k)?)?;
-        let store = &mut self.stores[layer];
-        store.append(&k_rot, &token_major(v)?, t > 1)?;
-        let (s, n_b) = (self.window.sinks, store.block_len());
-        let evicting = self.seen > s + self.window.window;
-        // Drop every compressed block whose tokens have all left the window.
-        if evicting {
-            let w0 = self.seen - self.window.window;
-            while store.n_blocks() > 0 && self.seen - store.len() + n_b <= w0 {
-                store.evict_oldest_block();
-            }
-        }
-        let stored = store.len();
+        self.store_new(layer, k, v, new_angles)?;
+        let s = self.window.sinks;
+        let evicting = self.evicting();
+        let stored = self.stores[layer].len();
         let first_text = self.seen - stored;
         let kv = self
             .scratch
@@ -252,21 +266,11 @@ impl KvCache for SinkGearCache {
         new_angles: &RopeAngles,
         dense: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        if q.dim(1)? != 1 || self.seen > self.window.sinks + self.window.window {
+        if q.dim(1)? != 1 || self.evicting() {
             let (k_all, v_all) = self.update(layer, k, v, new_angles)?;
             return dense(&k_all, &v_all);
         }
-        let start = self.step_start.context("attend called before begin_step")?;
-        if layer >= self.stores.len() {
-            bail!(
-                "layer {layer} out of range (model has {})",
-                self.stores.len()
-            );
-        }
-        self.keep_sinks(layer, k, v, start)?;
-        self.shift.capture(new_angles)?;
-        let k_rot = token_major(&new_angles.rotate(k)?)?;
-        self.stores[layer].append(&k_rot, &token_major(v)?, false)?;
+        self.store_new(layer, k, v, new_angles)?;
         crate::attention::attend_decode_tensor(&self.stores[layer], q)
     }
 
