@@ -36,7 +36,38 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}", delete(end_session))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
         .with_state(state)
+}
+
+/// Answers 413 from a `Content-Length` above the limit before a byte of the body is read, so a
+/// client that waits (`Expect: 100-continue`, as curl does) gets the refusal rather than a reset
+/// connection. Bodies without a declared length are cut off by `DefaultBodyLimit` as they stream.
+async fn refuse_declared_oversize(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = st.config.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::invalid(
+                format!("the body is {len} bytes; the limit is {limit}"),
+                None,
+            )
+        }
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

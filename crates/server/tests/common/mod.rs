@@ -66,6 +66,33 @@ pub fn post_raw(s: &Server, path: &str, body: &str) -> (u16, Value) {
     read(r)
 }
 
+/// POSTs only the head of a request whose `Content-Length` declares `declared` bytes, over a
+/// plain socket, and reads the answer. A server that refuses an oversized body answers from the
+/// declared length and closes; a client that went on writing the body could meet a reset
+/// before reading that answer (ureq does), so the refusal is tested this way, deterministically.
+pub fn post_declared_length(s: &Server, path: &str, declared: usize) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(s.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("read timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n{{\"prompt\": \"",
+        s.addr()
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 /// POSTs JSON.
 pub fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
     post_raw(s, path, &body.to_string())
