@@ -1,14 +1,32 @@
-//! Fused scaled-dot-product attention for decode: `softmax(q Kᵀ / √d + causal) V` read straight
-//! from the cache's K/V storage.
+//! Fused scaled-dot-product attention `softmax(q Kᵀ / √d + causal) V` read straight from the
+//! cache's K/V storage, for decode and for prompt chunks.
 //!
 //! The K/V views a cache hands out are `[n_kv_head, total, d]` windows of a larger buffer (rows
 //! contiguous, heads `head_stride` apart); reading them in place avoids the per-step
 //! `contiguous()` copy of V and candle's GEMM packing, which dominate attention when `t` is 1.
 //! Grouped-query attention: query head `h` reads key head `h / (n_head / n_kv_head)`, so the
 //! shared heads are never materialised. Query row `i` of `t` sees keys `0..=total − t + i`.
+//!
+//! Up to [`ROW_BY_ROW_MAX_QUERIES`] queries each query row is one pool task (dot products,
+//! softmax, weighted sum of V rows). Longer chunks go by blocks of [`QUERY_BLOCK`] queries of
+//! one head: `S = q_b Kᵀ` over only the keys the block sees (the masked upper triangle beyond
+//! the block is never computed), the causal softmax in place, then `P V` written into the
+//! head's columns of `out`, both products on the `gemm` crate's single-threaded microkernels,
+//! the (head, block) tasks spread over the pool, largest first.
 
 use crate::pool::Pool;
 use crate::rows::{axpy, dot, softmax_in_place};
+use std::cell::RefCell;
+
+/// Queries per call up to which every query row is its own task.
+pub const ROW_BY_ROW_MAX_QUERIES: usize = 8;
+/// Queries of one head per task on the blocked path.
+pub const QUERY_BLOCK: usize = 128;
+
+thread_local! {
+    /// Scores of the current (head, block) task.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A `[heads, rows, d]` view: element `(h, j, c)` is `data[h·head_stride + j·row_stride + c]`.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +88,9 @@ pub fn attend(
     assert!(t <= total, "more queries than keys");
     assert_eq!(q.len(), n_head * t * d, "q is not [n_head, t, d]");
     assert_eq!(out.len(), t * n_head * d, "out is not [t, n_head·d]");
+    if t > ROW_BY_ROW_MAX_QUERIES {
+        return attend_blocks(q, k, v, shape, out, pool);
+    }
     let n_rep = n_head / n_kv_head;
     let scale = 1.0 / (d as f32).sqrt();
     let base = crate::SyncPtr(out.as_mut_ptr());
@@ -94,6 +115,106 @@ pub fn attend(
     } else {
         pool.run(rows, &one_query);
     }
+}
+
+/// [`attend`] for long chunks: (head, block of [`QUERY_BLOCK`] queries) tasks, each two GEMMs
+/// around the causal softmax.
+fn attend_blocks(
+    q: &[f32],
+    k: HeadsView<'_>,
+    v: HeadsView<'_>,
+    shape: AttentionShape,
+    out: &mut [f32],
+    pool: &Pool,
+) {
+    let AttentionShape {
+        n_head,
+        n_kv_head,
+        t,
+        total,
+        d,
+    } = shape;
+    let n_rep = n_head / n_kv_head;
+    let scale = 1.0 / (d as f32).sqrt();
+    let n_blocks = t.div_ceil(QUERY_BLOCK);
+    let base = crate::SyncPtr(out.as_mut_ptr());
+    let out_row = (n_head * d) as isize;
+    pool.run(n_head * n_blocks, &|task| {
+        // Largest blocks (the last queries, which see the most keys) are claimed first.
+        let (b, h) = (n_blocks - 1 - task / n_head, task % n_head);
+        let g = h / n_rep;
+        let start = b * QUERY_BLOCK;
+        let rows = QUERY_BLOCK.min(t - start);
+        let keys = total - t + start + rows;
+        let (k0, v0) = (g * k.head_stride, g * v.head_stride);
+        assert!(
+            k0 + (keys - 1) * k.row_stride + d <= k.data.len()
+                && v0 + (keys - 1) * v.row_stride + d <= v.data.len(),
+            "K/V views too short for {keys} keys"
+        );
+        SCORES.with_borrow_mut(|scores| {
+            scores.resize(rows * keys, 0.0);
+            // SAFETY (both products): every pointer/stride pair stays inside its slice (q rows
+            // start..start+rows of head h; K/V rows 0..keys of head g, checked above; scores
+            // rows × keys), and the destination of `P V` is rows start..start+rows of head h's
+            // d columns of `out` ([t, n_head·d]), which no other task writes; the pool run is
+            // joined before `out` is used again.
+            unsafe {
+                // S = q_b Kᵀ: lhs [rows, d] row-major, rhs Kᵀ [d, keys] (K rows are its columns).
+                gemm::gemm::<f32>(
+                    rows,
+                    keys,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    keys as isize,
+                    false,
+                    q.as_ptr().add((h * t + start) * d),
+                    1,
+                    d as isize,
+                    k.data.as_ptr().add(k0),
+                    k.row_stride as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+                let (seen, masked) = row.split_at_mut(total - t + start + r + 1);
+                seen.iter_mut().for_each(|x| *x *= scale);
+                softmax_in_place(seen);
+                masked.fill(0.0);
+            }
+            unsafe {
+                // Y_b = P V: lhs P [rows, keys], rhs V [keys, d] with rows `row_stride` apart.
+                gemm::gemm::<f32>(
+                    rows,
+                    d,
+                    keys,
+                    base.get().add((start * n_head + h) * d),
+                    1,
+                    out_row,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    keys as isize,
+                    v.data.as_ptr().add(v0),
+                    1,
+                    v.row_stride as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    });
 }
 
 /// `y += Σ_j p_j row(j)` over rows of `y.len()` values. For the common head widths 64 and 128
@@ -177,6 +298,10 @@ mod tests {
             (4, 4, 5, 5, 8, 2),
             (6, 2, 7, 300, 17, 3),
             (2, 1, 3, 10, 3, 1),
+            // Blocked path: several query blocks, a partial last one, keys before the chunk.
+            (9, 3, 300, 300, 64, 2),
+            (6, 2, 129, 200, 17, 3),
+            (4, 4, 9, 9, 8, 1),
         ] {
             let s = AttentionShape {
                 n_head,

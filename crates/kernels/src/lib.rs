@@ -5,6 +5,8 @@
 //!   AVX2/FMA/F16C path chosen at run time (`is_x86_feature_detected!`) and a portable scalar
 //!   reference, so one binary runs anywhere.
 //! - [`matmul`]: `y = x Wᵀ` over a matrix of blocks, rows split across a [`pool::Pool`].
+//! - [`tiled_gemm`]: the f32 GEMM for prompt-sized inputs, tiles of weight rows (dequantised
+//!   per tile when quantised) across the pool.
 //! - [`rows`]: RMSNorm and softmax per row; [`attention`]: fused decode attention over a
 //!   strided K/V cache (grouped-query heads never repeated).
 //!
@@ -20,6 +22,7 @@ pub mod q8_0;
 pub mod quantize_q8;
 pub mod rope;
 pub mod rows;
+pub mod tiled_gemm;
 
 #[cfg(test)]
 mod testing;

@@ -114,8 +114,17 @@ impl<'a> QMatrix<'a> {
 
     /// The whole matrix as f32, row-major (`out.len() == rows · cols`).
     pub fn dequantize(&self, out: &mut [f32]) {
-        assert_eq!(out.len(), self.rows * self.cols);
-        for (r, o) in out.chunks_exact_mut(self.cols).enumerate() {
+        self.dequantize_rows(0..self.rows, out);
+    }
+
+    /// Rows `range` as f32, row-major (`out.len() == range.len() · cols`).
+    pub fn dequantize_rows(&self, range: std::ops::Range<usize>, out: &mut [f32]) {
+        assert!(range.end <= self.rows, "rows {range:?} of {}", self.rows);
+        assert_eq!(out.len(), range.len() * self.cols);
+        if self.cols == 0 {
+            return;
+        }
+        for (r, o) in range.zip(out.chunks_exact_mut(self.cols)) {
             self.format.dequantize_row(self.row(r), o);
         }
     }

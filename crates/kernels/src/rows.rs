@@ -68,6 +68,28 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
+/// `silu(x) = x · σ(x)` with `σ` from [`exp_nonpositive`] (`σ(x) = 1/(1+e^{−x})` for `x ≥ 0`,
+/// `e^x/(1+e^x)` below, so the exponent is never positive); branch-free, so it vectorises.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    let e = exp_nonpositive(-x.abs());
+    let sigmoid = if x >= 0.0 { 1.0 } else { e } / (1.0 + e);
+    x * sigmoid
+}
+
+/// SwiGLU in place: `gate ← silu(gate) ⊙ up` over rows of `cols`, rows split over the pool.
+pub fn swiglu_rows(gate: &mut [f32], up: &[f32], cols: usize, pool: &Pool) {
+    assert_eq!(gate.len(), up.len(), "gate and up differ in length");
+    let base = gate.as_ptr() as usize;
+    for_rows(gate, cols, pool, &|row| {
+        let at = (row.as_ptr() as usize - base) / std::mem::size_of::<f32>();
+        let n = row.len();
+        for (g, &u) in row.iter_mut().zip(&up[at..at + n]) {
+            *g = silu(*g) * u;
+        }
+    });
+}
+
 /// `Σ x_i` in f64 with eight independent partial sums (vectorised).
 #[inline]
 pub fn sum_f64(x: &[f32]) -> f64 {
@@ -181,6 +203,29 @@ fn for_rows(x: &mut [f32], cols: usize, pool: &Pool, f: &(dyn Fn(&mut [f32]) + S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swiglu_matches_silu_times_up_in_f64_and_keeps_nan() {
+        let cols = 37;
+        let gate: Vec<f32> = crate::testing::lcg_values(cols * 40, 5, -30.0, 30.0);
+        let up: Vec<f32> = crate::testing::lcg_values(cols * 40, 6, -2.0, 2.0);
+        for threads in [1, 2] {
+            let mut g = gate.clone();
+            swiglu_rows(&mut g, &up, cols, &Pool::new(threads));
+            for ((y, &x), &u) in g.iter().zip(&gate).zip(&up) {
+                let x64 = x as f64;
+                let want = x64 / (1.0 + (-x64).exp()) * u as f64;
+                assert!(
+                    (*y as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{x}: {y} vs {want}"
+                );
+            }
+        }
+        for (x, want) in [(0.0f32, 0.0f32), (-200.0, 0.0), (200.0, 200.0)] {
+            assert_eq!(silu(x), want);
+        }
+        assert!(silu(f32::NAN).is_nan());
+    }
 
     fn lcg(n: usize, seed: u64) -> Vec<f32> {
         crate::testing::lcg_values(n, seed, -2.0, 2.0)

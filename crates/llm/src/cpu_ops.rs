@@ -1,18 +1,14 @@
-//! The decoder's row-wise ops on ferrite-kernels (RMSNorm, softmax, fused decode attention),
-//! reading candle's CPU storage in place; other devices and dtypes fall back to candle.
+//! The decoder's row-wise ops on ferrite-kernels (RMSNorm, softmax, fused attention for decode and
+//! prompt chunks), reading candle's CPU storage in place; other devices and dtypes fall back to candle.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Storage, Tensor};
 use ferrite_kernels::attention::{attend, AttentionShape, HeadsView};
 use ferrite_kernels::{pool, rope, rows};
 
-/// Queries per call up to which attention runs fused (decode, short appends); longer prompts
-/// go through candle's GEMM, which wins once `q Kᵀ` is a real matrix product.
-pub const FUSED_ATTENTION_MAX_QUERIES: usize = 8;
-
 /// Calls `f` with the f32 elements of a CPU tensor from its first element on, and its strides;
 /// `None` when the tensor lives elsewhere or is not f32.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], &[usize]) -> R) -> Option<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], &[usize]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         Storage::Cpu(cpu) => {
@@ -46,6 +42,37 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     }
 }
 
+/// Calls `f` with the elements of a CPU tensor `t` as one contiguous f32 slice: in place when
+/// `t` is contiguous f32, else from a contiguous f32 copy.
+pub(crate) fn with_f32_contiguous<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let copy;
+    let t = if t.is_contiguous() && t.dtype() == DType::F32 {
+        t
+    } else {
+        copy = t.to_dtype(DType::F32)?.contiguous()?;
+        &copy
+    };
+    let n = t.elem_count();
+    with_f32(t, |data, _| f(&data[..n])).context("reading a tensor that is not on the CPU")
+}
+
+/// `silu(gate) ⊙ up` for same-shaped CPU f32 tensors on ferrite-kernels (one pass, the
+/// vectorised `exp`), else candle's ops.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let up = up.contiguous()?;
+    if gate.dims() == up.dims() && gate.dtype() == DType::F32 {
+        let mut g = gate.flatten_all()?.to_vec1::<f32>()?;
+        let cols = gate.dim(candle_core::D::Minus1)?;
+        let done = with_f32(&up, |u, _| {
+            rows::swiglu_rows(&mut g, &u[..up.elem_count()], cols, pool::global())
+        });
+        if done.is_some() {
+            return Ok(Tensor::from_vec(g, gate.dims(), gate.device())?);
+        }
+    }
+    Ok((candle_nn::ops::silu(gate)? * up)?)
+}
+
 /// Causal attention weights from raw scores `[.., t, total]` (see
 /// [`rows::causal_softmax_rows`]): `softmax(scale · scores)` over the keys each query sees.
 pub fn causal_softmax(scores: &Tensor, t: usize, scale: f32) -> Result<Tensor> {
@@ -60,7 +87,7 @@ pub fn causal_softmax(scores: &Tensor, t: usize, scale: f32) -> Result<Tensor> {
 
 /// Fused causal attention `[t, n_head·d]` for `q: [n_head, t, d]` over the cache's
 /// `k, v: [n_kv_head, total, d]` views, or `None` when the views are not CPU f32 with
-/// contiguous rows (the caller then takes the GEMM path).
+/// contiguous rows (the caller then takes candle's GEMM path).
 pub fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
     let (n_head, t, d) = q.dims3()?;
     let (n_kv_head, total, _) = k.dims3()?;

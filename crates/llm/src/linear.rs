@@ -11,6 +11,7 @@ use crate::weights::StoredTensor;
 use anyhow::{Context, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
+use ferrite_kernels::tiled_gemm::{self, WeightRows};
 use ferrite_kernels::{pool, Format, QMatrix};
 use ferrite_sparse::{EncodePolicy, SparseMatrix};
 use std::sync::Arc;
@@ -92,17 +93,26 @@ impl Linear {
 
     /// `x Wᵀ` for `x: [..., in_features]`.
     ///
-    /// Quantised weights: decode-sized inputs use candle's quantised vec-dot kernels; inputs of
-    /// [`DEQUANT_GEMM_ROWS`] rows or more (prompt chunks) dequantise the weight on the fly and
-    /// use the f32 GEMM, which is several times faster there and allocates only transiently.
+    /// Quantised weights: decode-sized inputs use the integer vec-dot kernels; inputs of
+    /// [`DEQUANT_GEMM_ROWS`] rows or more (prompt chunks) run the f32 GEMM, several times
+    /// faster there: ferrite's formats tile by tile ([`ferrite_kernels::tiled_gemm`], which
+    /// dequantises one tile per thread at a time), others dequantised whole by candle. Dense
+    /// weights take the tiled GEMM from the same row count.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let _span = crate::profile::span(crate::profile::Op::Matmul);
         Ok(match self {
-            Self::Packed(q, _) | Self::Quantized(q, _) if rows(x) >= DEQUANT_GEMM_ROWS => {
+            Self::Packed(q, f) if rows(x) >= DEQUANT_GEMM_ROWS => {
+                let data = q.data()?;
+                let (r, c) = q.shape().dims2()?;
+                let w = QMatrix::new(*f, r, c, &data).map_err(anyhow::Error::msg)?;
+                tiled_matmul(WeightRows::Quantized(w), x)?
+            }
+            Self::Quantized(q, _) if rows(x) >= DEQUANT_GEMM_ROWS => {
                 x.broadcast_matmul(&q.dequantize(&q.device())?.t()?)?
             }
             Self::Packed(q, f) => packed_matmul(q, *f, x)?,
             Self::Quantized(_, mm) => mm.forward(x)?,
+            Self::Dense(w) if rows(x) >= DEQUANT_GEMM_ROWS => dense_tiled_matmul(w, x)?,
             Self::Dense(w) => x.broadcast_matmul(&w.t()?)?,
             Self::Sparse(s) => sparse_matmul(s, x)?,
         })
@@ -160,6 +170,34 @@ fn output_like(x: &Tensor, y: Vec<f32>, rows: usize) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     *dims.last_mut().context("matmul input has no dimensions")? = rows;
     Ok(Tensor::from_vec(y, dims, x.device())?)
+}
+
+/// `x Wᵀ` on the tiled f32 GEMM ([`ferrite_kernels::tiled_gemm`]), over the pool.
+fn tiled_matmul(w: WeightRows<'_>, x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = w.shape();
+    if x.dim(candle_core::D::Minus1)? != cols {
+        anyhow::bail!(
+            "matmul input width {} does not match the weight's {cols} columns",
+            x.dim(candle_core::D::Minus1)?
+        );
+    }
+    let y = crate::cpu_ops::with_f32_contiguous(x, |xs| {
+        let mut y = vec![0f32; xs.len() / cols * rows];
+        tiled_gemm::matmul(w, xs, &mut y, pool::global());
+        y
+    })?;
+    output_like(x, y, rows)
+}
+
+/// [`tiled_matmul`] reading a dense f32 weight in place.
+fn dense_tiled_matmul(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let (storage, layout) = w.storage_and_layout();
+    let values = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(cpu), Some((start, end))) => &cpu.as_slice::<f32>()?[start..end],
+        _ => return Ok(x.broadcast_matmul(&w.t()?)?),
+    };
+    tiled_matmul(WeightRows::F32 { values, rows, cols }, x)
 }
 
 /// `x Wᵀ` on the sparse kernels, rows split over ferrite-kernels' pool.

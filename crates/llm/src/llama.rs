@@ -7,7 +7,7 @@
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::{KvCache, KvGeometry};
-use crate::linear::Linear;
+use crate::linear::{Linear, DEQUANT_GEMM_ROWS};
 use crate::rope::{Rope, RopeAngles};
 use crate::{cpu_ops, profile};
 use anyhow::{bail, Context, Result};
@@ -94,10 +94,17 @@ impl Mlp {
         self.down.forward(&self.hidden(x)?)
     }
 
-    /// `silu(W_gate x) ⊙ W_up x`: the input of `W_down`.
+    /// `silu(W_gate x) ⊙ W_up x`: the input of `W_down`. Prompt-sized inputs (from
+    /// [`DEQUANT_GEMM_ROWS`] rows) take the fused kernel; decode keeps candle's `silu`, with
+    /// which the decode figures in the docs were measured (the two agree to rounding, but the
+    /// quantised decode path's 8-bit activations can magnify rounding differences).
     pub fn hidden(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        Ok((gate * self.up.forward(x)?)?)
+        let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
+        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
+        if rows >= DEQUANT_GEMM_ROWS {
+            return cpu_ops::swiglu(&gate, &up);
+        }
+        Ok((candle_nn::ops::silu(&gate)? * up)?)
     }
 }
 
@@ -142,13 +149,12 @@ impl Attention {
     /// softmax(q Kᵀ / √d + causal mask) V with query heads grouped by their key head, so K and V are
     /// never repeated: `q: [n_head, t, d]`, `k, v: [n_kv_head, total, d]` → `[t, n_head·d]`.
     pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, t: usize) -> Result<Tensor> {
-        if t <= cpu_ops::FUSED_ATTENTION_MAX_QUERIES {
-            if let Some(y) = cpu_ops::fused_attention(q, k, v)? {
-                return Ok(y);
-            }
+        if let Some(y) = cpu_ops::fused_attention(q, k, v)? {
+            return Ok(y);
         }
-        // Prompt chunks: blocks of queries, each against only the keys it can see, so the
-        // masked upper triangle of q Kᵀ is (mostly) never computed.
+        // Views the fused kernel cannot read (another device or dtype): candle's GEMM by blocks
+        // of queries, each against only the keys it can see, so the masked upper triangle of
+        // q Kᵀ is (mostly) never computed.
         let (n_rep, d) = (self.n_head / self.n_kv_head, self.head_dim);
         let total = k.dim(1)?;
         let q = q.reshape((self.n_kv_head, n_rep, t, d))?;
@@ -173,7 +179,7 @@ impl Attention {
 }
 
 /// Queries per block of the prompt-chunk attention (see [`Attention::attend`]).
-const PREFILL_QUERY_BLOCK: usize = 128;
+const PREFILL_QUERY_BLOCK: usize = ferrite_kernels::attention::QUERY_BLOCK;
 
 /// One decoder block.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use crate::kv_cache::{FullCache, KvCache};
 use crate::linear::Linear;
 use crate::llama::Llama;
 use anyhow::{bail, Result};
-use candle_core::{DType, IndexOp, Tensor};
+use candle_core::{IndexOp, Tensor};
 use ferrite_kernels::{pool, rows};
 use std::time::Instant;
 
@@ -57,11 +57,9 @@ fn nll_of_rows(head: &Linear, hidden: &Tensor, targets: &[u32]) -> Result<f64> {
         let n = SCORE_ROWS.min(targets.len() - start);
         let logits = head.forward(&hidden.narrow(0, start, n)?)?;
         let vocab = logits.dim(1)?;
-        let logits = logits
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        sum += nll_of_logits(&logits, vocab, &targets[start..start + n]);
+        sum += crate::cpu_ops::with_f32_contiguous(&logits, |l| {
+            nll_of_logits(l, vocab, &targets[start..start + n])
+        })?;
     }
     Ok(sum)
 }
