@@ -11,8 +11,10 @@
 
 use crate::attention::{CrossAttention, SelfAttention};
 use crate::config::{Conditioning, DitConfig};
+use crate::fused_ops::gated_residual;
 use crate::layers::Linear;
-use crate::layers::{linear, modulate, zero_linear, LayerNorm, Mlp};
+use crate::layers::{linear, zero_linear, LayerNorm, Mlp};
+use crate::modulated_norm::modulated_layer_norm;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -107,19 +109,19 @@ impl DitBlock {
                 let m = modulation
                     .forward(&candle_nn::ops::silu(&cond.vector)?)?
                     .chunk(4, 1)?;
-                let h = modulate(&self.norm1.forward(x)?, &m[0], &m[1])?;
+                let h = modulated_layer_norm(x, &m[0], &m[1])?;
                 let x = (x + self.attn.forward(&h)?)?;
-                let h = modulate(&self.norm2.forward(&x)?, &m[2], &m[3])?;
+                let h = modulated_layer_norm(&x, &m[2], &m[3])?;
                 &x + self.mlp.forward(&h)?
             }
             BlockDesign::AdaLnZero { modulation } => {
                 let m = modulation
                     .forward(&candle_nn::ops::silu(&cond.vector)?)?
                     .chunk(6, 1)?;
-                let h = modulate(&self.norm1.forward(x)?, &m[0], &m[1])?;
-                let x = (x + self.attn.forward(&h)?.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
-                let h = modulate(&self.norm2.forward(&x)?, &m[3], &m[4])?;
-                &x + self.mlp.forward(&h)?.broadcast_mul(&m[5].unsqueeze(1)?)?
+                let h = modulated_layer_norm(x, &m[0], &m[1])?;
+                let x = gated_residual(x, &self.attn.forward(&h)?, &m[2])?;
+                let h = modulated_layer_norm(&x, &m[3], &m[4])?;
+                gated_residual(&x, &self.mlp.forward(&h)?, &m[5])
             }
         }
     }

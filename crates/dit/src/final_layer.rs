@@ -5,7 +5,8 @@
 
 use crate::config::{Conditioning, DitConfig};
 use crate::layers::Linear;
-use crate::layers::{linear, modulate, zero_linear, LayerNorm};
+use crate::layers::{linear, zero_linear, LayerNorm};
+use crate::modulated_norm::modulated_layer_norm;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -42,13 +43,12 @@ impl FinalLayer {
 
     /// `[B, T, D]` image tokens and `c = t + y` (`[B, D]`) to `[B, T, p*p*out_channels]`.
     pub fn forward(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
-        let h = self.norm.forward(x)?;
         let h = match &self.modulation {
             Some(m) => {
                 let shift_scale = m.forward(&candle_nn::ops::silu(c)?)?.chunk(2, 1)?;
-                modulate(&h, &shift_scale[0], &shift_scale[1])?
+                modulated_layer_norm(x, &shift_scale[0], &shift_scale[1])?
             }
-            None => h,
+            None => self.norm.forward(x)?,
         };
         self.linear.forward(&h)
     }

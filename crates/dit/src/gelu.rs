@@ -5,7 +5,10 @@
 //! candle's `gelu()` builds the backward from `powf`, `tanh` and about ten elementwise
 //! temporaries; `perf` of a DiT training step put a third of the step there.
 
+use crate::fused_ops::span;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+const OP: &str = "gelu_tanh";
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const CUBIC: f64 = 0.044_715;
@@ -45,14 +48,6 @@ fn tanh_f32(u: f32) -> f32 {
 gelu_fns!(f32, tanh_f32, gelu_f32, gelu_grad_f32);
 gelu_fns!(f64, f64::tanh, gelu_f64, gelu_grad_f64);
 
-/// The contiguous elements a layout covers.
-fn span<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("gelu_tanh needs contiguous input"),
-    }
-}
-
 struct GeluTanh;
 
 impl CustomOp1 for GeluTanh {
@@ -63,10 +58,10 @@ impl CustomOp1 for GeluTanh {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = match storage {
             CpuStorage::F32(v) => {
-                CpuStorage::F32(span(v, layout)?.iter().map(|&x| gelu_f32(x)).collect())
+                CpuStorage::F32(span(v, layout, OP)?.iter().map(|&x| gelu_f32(x)).collect())
             }
             CpuStorage::F64(v) => {
-                CpuStorage::F64(span(v, layout)?.iter().map(|&x| gelu_f64(x)).collect())
+                CpuStorage::F64(span(v, layout, OP)?.iter().map(|&x| gelu_f64(x)).collect())
             }
             _ => bail!("gelu_tanh supports f32 and f64"),
         };
@@ -98,16 +93,16 @@ impl CustomOp2 for GeluTanhGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(
-                span(x, l1)?
+                span(x, l1, OP)?
                     .iter()
-                    .zip(span(g, l2)?)
+                    .zip(span(g, l2, OP)?)
                     .map(|(&x, &g)| g * gelu_grad_f32(x))
                     .collect(),
             ),
             (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(
-                span(x, l1)?
+                span(x, l1, OP)?
                     .iter()
-                    .zip(span(g, l2)?)
+                    .zip(span(g, l2, OP)?)
                     .map(|(&x, &g)| g * gelu_grad_f64(x))
                     .collect(),
             ),

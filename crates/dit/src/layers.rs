@@ -34,7 +34,7 @@ impl Module for Linear {
         let in_dim = x.dim(D::Minus1)?;
         let leading = &x.dims()[..x.rank() - 1];
         let rows = x.reshape((leading.iter().product::<usize>(), in_dim))?;
-        let y = rows.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let y = crate::fused_ops::add_bias(&rows.matmul(&self.weight.t()?)?, &self.bias)?;
         let mut out_dims = leading.to_vec();
         out_dims.push(self.weight.dim(0)?);
         y.reshape(out_dims)
