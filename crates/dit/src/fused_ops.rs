@@ -8,7 +8,7 @@
 //! leading dimension, which candle's CPU backend walks element by element (a tenth of a training
 //! step in `perf`); here they are row sums over contiguous memory.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use candle_core::{WithDType, D};
 
 /// The elements a contiguous layout covers.
@@ -103,16 +103,42 @@ fn gate_backward<T: WithDType>(f: &[T], gate: &[T], dy: &[T], d: usize) -> (Vec<
     (df, dgate)
 }
 
-/// Calls `$body` with the f32 or f64 slices of CPU tensors of one dtype.
+/// A `cpu_fwd` body for ops generic over the float type: binds each `(storage, layout)` to its
+/// contiguous f32 (or f64) slice and wraps the `Vec` that `$body` returns in the same storage
+/// type; inputs of mixed or other dtypes are an error.
+macro_rules! map_float_storages {
+    ($op:expr, [$(($s:expr, $l:expr) => $v:ident),+], $body:expr) => {{
+        if let ($(candle_core::CpuStorage::F32($v)),+) = ($($s),+) {
+            $(let $v = $crate::fused_ops::span($v, $l, $op)?;)+
+            candle_core::CpuStorage::F32($body)
+        } else if let ($(candle_core::CpuStorage::F64($v)),+) = ($($s),+) {
+            $(let $v = $crate::fused_ops::span($v, $l, $op)?;)+
+            candle_core::CpuStorage::F64($body)
+        } else {
+            candle_core::bail!("{} supports f32 or f64 inputs of one dtype", $op)
+        }
+    }};
+}
+pub(crate) use map_float_storages;
+
+/// Calls `$body` with the f32 or f64 values of CPU tensors of one dtype (`$t => $v` binds the
+/// elements of `$t`, flattened, to `$v`); other dtypes are an error.
 macro_rules! with_float_slices {
     ($dtype:expr, [$($t:expr => $v:ident),+], $body:expr) => {
         match $dtype {
-            DType::F32 => { $(let $v = $t.flatten_all()?.to_vec1::<f32>()?;)+ $body }
-            DType::F64 => { $(let $v = $t.flatten_all()?.to_vec1::<f64>()?;)+ $body }
-            other => bail!("unsupported dtype {other:?}"),
+            candle_core::DType::F32 => {
+                $(let $v = $t.contiguous()?.flatten_all()?.to_vec1::<f32>()?;)+
+                $body
+            }
+            candle_core::DType::F64 => {
+                $(let $v = $t.contiguous()?.flatten_all()?.to_vec1::<f64>()?;)+
+                $body
+            }
+            other => candle_core::bail!("unsupported dtype {other:?}"),
         }
     };
 }
+pub(crate) use with_float_slices;
 
 struct AddBias;
 
@@ -128,15 +154,7 @@ impl CustomOp2 for AddBias {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => {
-                CpuStorage::F32(add_rows(span(x, l1, "add_bias")?, span(b, l2, "add_bias")?))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => {
-                CpuStorage::F64(add_rows(span(x, l1, "add_bias")?, span(b, l2, "add_bias")?))
-            }
-            _ => bail!("add_bias supports f32 or f64 inputs of one dtype"),
-        };
+        let out = map_float_storages!("add_bias", [(s1, l1) => x, (s2, l2) => b], add_rows(x, b));
         Ok((out, l1.shape().clone()))
     }
 
@@ -173,16 +191,11 @@ impl CustomOp3 for GatedResidual {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = l1.shape().dims().last().copied().unwrap_or(1).max(1);
-        let op = "gated_residual";
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(f), CpuStorage::F32(g)) => CpuStorage::F32(
-                gate_forward(span(x, l1, op)?, span(f, l2, op)?, span(g, l3, op)?, d),
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(f), CpuStorage::F64(g)) => CpuStorage::F64(
-                gate_forward(span(x, l1, op)?, span(f, l2, op)?, span(g, l3, op)?, d),
-            ),
-            _ => bail!("gated_residual supports f32 or f64 inputs of one dtype"),
-        };
+        let out = map_float_storages!(
+            "gated_residual",
+            [(s1, l1) => x, (s2, l2) => f, (s3, l3) => g],
+            gate_forward(x, f, g, d)
+        );
         Ok((out, l1.shape().clone()))
     }
 
@@ -210,30 +223,8 @@ impl CustomOp3 for GatedResidual {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
-
-    fn random(shape: &[usize], seed: u64, dtype: DType) -> Result<Var> {
-        let n: usize = shape.iter().product();
-        let mut s = seed;
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect();
-        Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-        (a - b)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()
-    }
+    use crate::testing::{assert_same_values_and_gradients, random};
+    use candle_core::{DType, Var};
 
     /// Values and gradients of `Σ w ⊙ op(..)` against the same expression in candle's ops.
     #[test]
@@ -245,27 +236,23 @@ mod tests {
             let gate = random(&[b, d], 3, dtype)?;
             let bias = random(&[d], 4, dtype)?;
             let w = random(&[b, n, d], 5, dtype)?;
-            let cases: [(Tensor, Tensor, Vec<&Var>); 2] = [
-                (
-                    gated_residual(&x, &f, &gate)?,
-                    (x.as_tensor() + f.broadcast_mul(&gate.unsqueeze(1)?)?)?,
-                    vec![&x, &f, &gate],
-                ),
-                (
-                    add_bias(&x, &bias)?,
-                    x.broadcast_add(&bias)?,
-                    vec![&x, &bias],
-                ),
-            ];
-            for (i, (fused, composed, vars)) in cases.into_iter().enumerate() {
-                assert!(max_diff(&fused, &composed)? < tol, "case {i} forward");
-                let gf = (fused * w.as_tensor())?.sum_all()?.backward()?;
-                let gc = (composed * w.as_tensor())?.sum_all()?.backward()?;
-                for (j, v) in vars.into_iter().enumerate() {
-                    let diff = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap())?;
-                    assert!(diff < tol, "{dtype:?} case {i}, input {j}: {diff}");
-                }
-            }
+            let w = w.as_tensor();
+            assert_same_values_and_gradients(
+                gated_residual(&x, &f, &gate)?,
+                (x.as_tensor() + f.broadcast_mul(&gate.unsqueeze(1)?)?)?,
+                &[&x, &f, &gate],
+                w,
+                tol,
+                &format!("{dtype:?} gated residual"),
+            )?;
+            assert_same_values_and_gradients(
+                add_bias(&x, &bias)?,
+                x.broadcast_add(&bias)?,
+                &[&x, &bias],
+                w,
+                tol,
+                &format!("{dtype:?} bias add"),
+            )?;
         }
         Ok(())
     }

@@ -46,6 +46,8 @@ pub mod modulated_norm;
 pub mod patchify;
 pub mod pos_embed;
 pub mod sequence_embedder;
+#[cfg(test)]
+mod testing;
 pub mod text_condition;
 pub mod timestep_embedder;
 

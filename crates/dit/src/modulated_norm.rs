@@ -10,10 +10,10 @@
 //! per use, twice per block; here each is one pass over the rows, statistics in f64.
 
 use crate::config::LAYER_NORM_EPS;
-use crate::fused_ops::span;
+use crate::fused_ops::{map_float_storages, with_float_slices};
 
 const OP: &str = "modulated LayerNorm";
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 /// `LN(x)(1 + scale) + shift` for tokens `x: [B, N, D]` and per-sample `shift, scale: [B, D]`;
 /// differentiable in all three.
@@ -104,15 +104,11 @@ impl CustomOp3 for ModulatedLayerNorm {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = l1.shape().dims().last().copied().unwrap_or(1).max(1);
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(sh), CpuStorage::F32(sc)) => CpuStorage::F32(
-                forward(span(x, l1, OP)?, span(sh, l2, OP)?, span(sc, l3, OP)?, d),
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(sh), CpuStorage::F64(sc)) => CpuStorage::F64(
-                forward(span(x, l1, OP)?, span(sh, l2, OP)?, span(sc, l3, OP)?, d),
-            ),
-            _ => bail!("modulated LayerNorm supports f32 or f64 inputs of one dtype"),
-        };
+        let out = map_float_storages!(
+            OP,
+            [(s1, l1) => x, (s2, l2) => sh, (s3, l3) => sc],
+            forward(x, sh, sc, d)
+        );
         Ok((out, l1.shape().clone()))
     }
 
@@ -125,39 +121,15 @@ impl CustomOp3 for ModulatedLayerNorm {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = x.dim(candle_core::D::Minus1)?;
-        let flat = |t: &Tensor| t.contiguous()?.flatten_all();
-        let (x1, sc1, dy1) = (flat(x)?, flat(scale)?, flat(grad_res)?);
-        let (dx, dshift, dscale) = match x.dtype() {
-            DType::F32 => {
-                let (a, b, c) = backward(
-                    &x1.to_vec1::<f32>()?,
-                    &sc1.to_vec1::<f32>()?,
-                    &dy1.to_vec1::<f32>()?,
-                    d,
-                );
-                let dev = x.device();
-                (
-                    Tensor::from_vec(a, x.shape(), dev)?,
-                    Tensor::from_vec(b, scale.shape(), dev)?,
-                    Tensor::from_vec(c, scale.shape(), dev)?,
-                )
-            }
-            DType::F64 => {
-                let (a, b, c) = backward(
-                    &x1.to_vec1::<f64>()?,
-                    &sc1.to_vec1::<f64>()?,
-                    &dy1.to_vec1::<f64>()?,
-                    d,
-                );
-                let dev = x.device();
-                (
-                    Tensor::from_vec(a, x.shape(), dev)?,
-                    Tensor::from_vec(b, scale.shape(), dev)?,
-                    Tensor::from_vec(c, scale.shape(), dev)?,
-                )
-            }
-            other => bail!("modulated LayerNorm gradient: unsupported dtype {other:?}"),
-        };
+        let (dx, dshift, dscale) = with_float_slices!(x.dtype(), [x => xv, scale => sv, grad_res => dv], {
+            let (a, b, c) = backward(&xv, &sv, &dv, d);
+            let dev = x.device();
+            (
+                Tensor::from_vec(a, x.shape(), dev)?,
+                Tensor::from_vec(b, scale.shape(), dev)?,
+                Tensor::from_vec(c, scale.shape(), dev)?,
+            )
+        });
         Ok((Some(dx), Some(dshift), Some(dscale)))
     }
 }
@@ -166,30 +138,8 @@ impl CustomOp3 for ModulatedLayerNorm {
 mod tests {
     use super::*;
     use crate::layers::{modulate, LayerNorm};
-    use candle_core::{Device, Module, Var};
-
-    fn random(shape: &[usize], seed: u64, dtype: DType) -> Result<Var> {
-        let n: usize = shape.iter().product();
-        let mut s = seed;
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-            })
-            .collect();
-        Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-        (a - b)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()
-    }
+    use crate::testing::{assert_same_values_and_gradients, random};
+    use candle_core::{DType, Module};
 
     /// The fused op against `modulate(LayerNorm::plain(x), shift, scale)` built from candle ops:
     /// values and all three gradients of `Σ w ⊙ y` for a random `w`.
@@ -201,17 +151,15 @@ mod tests {
             let shift = random(&[b, d], 2, dtype)?;
             let scale = random(&[b, d], 3, dtype)?;
             let w = random(&[b, n, d], 4, dtype)?;
-            let fused = modulated_layer_norm(&x, &shift, &scale)?;
             let plain = LayerNorm::plain().forward(x.as_tensor())?;
-            let composed = modulate(&plain, &shift, &scale)?;
-            assert!(max_diff(&fused, &composed)? < tol, "{dtype:?} forward");
-            let g_fused = (fused * w.as_tensor())?.sum_all()?.backward()?;
-            let g_composed = (composed * w.as_tensor())?.sum_all()?.backward()?;
-            for (name, var) in [("x", &x), ("shift", &shift), ("scale", &scale)] {
-                let (a, c) = (g_fused.get(var).unwrap(), g_composed.get(var).unwrap());
-                let diff = max_diff(a, c)?;
-                assert!(diff < tol, "{dtype:?} ∂{name} differs by {diff}");
-            }
+            assert_same_values_and_gradients(
+                modulated_layer_norm(&x, &shift, &scale)?,
+                modulate(&plain, &shift, &scale)?,
+                &[&x, &shift, &scale],
+                w.as_tensor(),
+                tol,
+                &format!("{dtype:?} modulated LayerNorm"),
+            )?;
         }
         Ok(())
     }

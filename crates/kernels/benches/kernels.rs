@@ -1,12 +1,14 @@
 //! Criterion micro-benchmarks of every kernel at SmolLM2-135M's shapes (hidden 576, MLP 1536,
 //! 9 query / 3 key heads of 64, vocabulary 49152): each dot-product variant this CPU has, the
-//! decode matvec on the pool, activation quantisation, RMSNorm, softmax, RoPE and decode
-//! attention. `cargo bench -p ferrite-kernels` (add `-- <filter>` for one group).
+//! decode matvec on the pool, the prompt-sized tiled GEMM (Q4_1 tiles and f32), activation
+//! quantisation, RMSNorm, softmax, SwiGLU, RoPE, and attention for decode and for a 512-token
+//! prompt chunk. `cargo bench -p ferrite-kernels` (add `-- <filter>` for one group).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrite_kernels::attention::{attend, AttentionShape, HeadsView};
 use ferrite_kernels::pool::Pool;
 use ferrite_kernels::quantize_q8::quantize_row;
+use ferrite_kernels::tiled_gemm::{self, WeightRows};
 use ferrite_kernels::{q4_0, q4_1, q8_0, rope, rows, BlockQ8, Format, QMatrix, QK};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::hint::black_box;
@@ -96,6 +98,17 @@ fn row_ops(c: &mut Criterion) {
             l
         })
     });
+    let (gate, up) = (
+        random_f32(&mut rng, 512 * 1536),
+        random_f32(&mut rng, 512 * 1536),
+    );
+    g.bench_function("swiglu_512x1536", |b| {
+        b.iter(|| {
+            let mut h = gate.clone();
+            rows::swiglu_rows(&mut h, &up, 1536, &pool);
+            h
+        })
+    });
     let (cos, sin): (Vec<f32>, Vec<f32>) = (0..32).map(|j| (j as f32).sin_cos()).unzip();
     let q = random_f32(&mut rng, 9 * 64);
     g.bench_function("rope_9x64", |b| {
@@ -105,6 +118,70 @@ fn row_ops(c: &mut Criterion) {
             v
         })
     });
+    g.finish();
+}
+
+fn prompt_gemm(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut g = c.benchmark_group("prompt_gemm");
+    let n = 512;
+    for threads in [1, 2] {
+        let pool = Pool::new(threads);
+        for (rows, cols) in [(1536, 576), (576, 1536)] {
+            let data = random_blocks(&mut rng, Format::Q4_1, rows, cols);
+            let q = QMatrix::new(Format::Q4_1, rows, cols, &data).expect("valid shape");
+            let mut dense = vec![0f32; rows * cols];
+            q.dequantize(&mut dense);
+            let x = random_f32(&mut rng, n * cols);
+            let mut y = vec![0f32; n * rows];
+            g.throughput(Throughput::Elements((2 * n * rows * cols) as u64));
+            for (name, w) in [
+                ("q4_1", WeightRows::Quantized(q)),
+                (
+                    "f32",
+                    WeightRows::F32 {
+                        values: &dense,
+                        rows,
+                        cols,
+                    },
+                ),
+            ] {
+                let id = format!("{name}_{n}x{cols}_by_{rows}_t{threads}");
+                g.bench_function(id, |b| {
+                    b.iter(|| tiled_gemm::matmul(w, black_box(&x), &mut y, &pool))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn prompt_attention(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut g = c.benchmark_group("attention_prompt");
+    let (t, d) = (512, 64);
+    let q = random_f32(&mut rng, 9 * t * d);
+    let k = random_f32(&mut rng, 3 * t * d);
+    let v = random_f32(&mut rng, 3 * t * d);
+    let view = |data| HeadsView {
+        data,
+        head_stride: t * d,
+        row_stride: d,
+    };
+    let shape = AttentionShape {
+        n_head: 9,
+        n_kv_head: 3,
+        t,
+        total: t,
+        d,
+    };
+    let mut out = vec![0f32; t * 9 * d];
+    for threads in [1, 2] {
+        let pool = Pool::new(threads);
+        g.bench_function(format!("gqa9x3_d64_causal{t}_t{threads}"), |b| {
+            b.iter(|| attend(black_box(&q), view(&k), view(&v), shape, &mut out, &pool))
+        });
+    }
     g.finish();
 }
 
@@ -142,7 +219,9 @@ criterion_group!(
     benches,
     dot_products,
     decode_matvec,
+    prompt_gemm,
     row_ops,
+    prompt_attention,
     decode_attention
 );
 criterion_main!(benches);

@@ -127,18 +127,12 @@ fn attend_blocks(
     out: &mut [f32],
     pool: &Pool,
 ) {
-    let AttentionShape {
-        n_head,
-        n_kv_head,
-        t,
-        total,
-        d,
-    } = shape;
-    let n_rep = n_head / n_kv_head;
+    let AttentionShape { n_head, t, d, .. } = shape;
+    let n_rep = n_head / shape.n_kv_head;
     let scale = 1.0 / (d as f32).sqrt();
+    let total = shape.total;
     let n_blocks = t.div_ceil(QUERY_BLOCK);
     let base = crate::SyncPtr(out.as_mut_ptr());
-    let out_row = (n_head * d) as isize;
     pool.run(n_head * n_blocks, &|task| {
         // Largest blocks (the last queries, which see the most keys) are claimed first.
         let (b, h) = (n_blocks - 1 - task / n_head, task % n_head);
@@ -161,26 +155,14 @@ fn attend_blocks(
             // joined before `out` is used again.
             unsafe {
                 // S = q_b Kᵀ: lhs [rows, d] row-major, rhs Kᵀ [d, keys] (K rows are its columns).
-                gemm::gemm::<f32>(
-                    rows,
-                    keys,
-                    d,
+                crate::gemm_single(
+                    (rows, keys, d),
                     scores.as_mut_ptr(),
-                    1,
-                    keys as isize,
-                    false,
+                    keys,
                     q.as_ptr().add((h * t + start) * d),
-                    1,
-                    d as isize,
+                    d,
                     k.data.as_ptr().add(k0),
-                    k.row_stride as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    (1, k.row_stride),
                 );
             }
             for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
@@ -191,26 +173,14 @@ fn attend_blocks(
             }
             unsafe {
                 // Y_b = P V: lhs P [rows, keys], rhs V [keys, d] with rows `row_stride` apart.
-                gemm::gemm::<f32>(
-                    rows,
-                    d,
-                    keys,
+                crate::gemm_single(
+                    (rows, d, keys),
                     base.get().add((start * n_head + h) * d),
-                    1,
-                    out_row,
-                    false,
+                    n_head * d,
                     scores.as_ptr(),
-                    1,
-                    keys as isize,
+                    keys,
                     v.data.as_ptr().add(v0),
-                    1,
-                    v.row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    (v.row_stride, 1),
                 );
             }
         });

@@ -51,6 +51,61 @@ impl<T> SyncPtr<T> {
 unsafe impl<T> Sync for SyncPtr<T> {}
 unsafe impl<T> Send for SyncPtr<T> {}
 
+/// Rows of `x` in `y = x Wᵀ` for `W: [rows, cols]` (`x: [n, cols]`, `y: [n, rows]`), checking
+/// the shapes; shared by the quantised and the tiled matmul.
+pub(crate) fn input_rows(x_len: usize, y_len: usize, rows: usize, cols: usize) -> usize {
+    assert_eq!(
+        x_len % cols.max(1),
+        0,
+        "input width must equal the weight's columns"
+    );
+    let n = x_len.checked_div(cols).unwrap_or(0);
+    assert_eq!(y_len, n * rows, "output must be [n, rows]");
+    n
+}
+
+/// One single-threaded `gemm` call `dst = lhs · rhs` (`m × k` by `k × n`), `dst` and `lhs`
+/// row-major with row strides `dst_rs`, `lhs_rs`, `rhs` with row and column strides.
+///
+/// # Safety
+/// Every element addressed through the pointers and strides must lie inside its allocation,
+/// and no other thread may touch the `m × n` elements of `dst` during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_single(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    // SAFETY: forwarded from the caller; `read_dst = false`, so `dst` is only written.
+    unsafe {
+        gemm::gemm::<f32>(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// Dot product of one weight row (raw blocks) with the quantised activations of one input row.
 pub type VecDot = fn(&[u8], &[BlockQ8]) -> f32;
 

@@ -141,13 +141,7 @@ impl<'a> QMatrix<'a> {
 
     fn matmul_with(&self, x: &[f32], y: &mut [f32], pool: &Pool, dot: VecDot) {
         let (rows, cols, nb) = (self.rows, self.cols, self.cols / QK);
-        assert_eq!(
-            x.len() % cols.max(1),
-            0,
-            "input width must equal the weight's columns"
-        );
-        let n = x.len().checked_div(cols).unwrap_or(0);
-        assert_eq!(y.len(), n * rows, "output must be [n, rows]");
+        let n = crate::input_rows(x.len(), y.len(), rows, cols);
         if n == 0 || rows == 0 {
             return;
         }

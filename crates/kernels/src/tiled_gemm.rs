@@ -67,13 +67,7 @@ fn tiling(rows: usize, threads: usize) -> (usize, usize) {
 /// `y = x Wᵀ` with `x: [n, cols]` and `y: [n, rows]`, row-major, on `pool`.
 pub fn matmul(w: WeightRows<'_>, x: &[f32], y: &mut [f32], pool: &Pool) {
     let (rows, cols) = w.shape();
-    assert_eq!(
-        x.len() % cols.max(1),
-        0,
-        "input width must equal the weight's columns"
-    );
-    let n = x.len().checked_div(cols).unwrap_or(0);
-    assert_eq!(y.len(), n * rows, "output must be [n, rows]");
+    let n = crate::input_rows(x.len(), y.len(), rows, cols);
     if n == 0 || rows == 0 {
         return;
     }
@@ -91,26 +85,14 @@ pub fn matmul(w: WeightRows<'_>, x: &[f32], y: &mut [f32], pool: &Pool) {
             // rows of `cols`; the destination is columns r0..r1 of `y` ([n, rows]), which only
             // this chunk writes, and the run is joined before `y` is used again.
             unsafe {
-                gemm::gemm::<f32>(
-                    n,
-                    r1 - r0,
-                    cols,
+                crate::gemm_single(
+                    (n, r1 - r0, cols),
                     out.get().add(r0),
-                    1,
-                    rows as isize,
-                    false,
+                    rows,
                     x.as_ptr(),
-                    1,
-                    cols as isize,
+                    cols,
                     tile.as_ptr(),
-                    cols as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    (1, cols),
                 )
             }
         };

@@ -1,0 +1,54 @@
+//! Helpers for this crate's unit tests: seeded random variables and the largest difference of
+//! two tensors.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+/// A variable of `shape` with values uniform in [-2, 2) from a seeded LCG, cast to `dtype`.
+pub fn random(shape: &[usize], seed: u64, dtype: DType) -> Result<Var> {
+    let n: usize = shape.iter().product();
+    let mut s = seed;
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
+        })
+        .collect();
+    Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+/// `max |a − b|` over all elements, as f64.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+/// Asserts that `fused` and `composed` (the same expression in candle's ops) agree within `tol`,
+/// and so do the gradients of `Σ w ⊙ ·` with respect to each of `vars`.
+pub fn assert_same_values_and_gradients(
+    fused: Tensor,
+    composed: Tensor,
+    vars: &[&Var],
+    w: &Tensor,
+    tol: f64,
+    what: &str,
+) -> Result<()> {
+    let diff = max_diff(&fused, &composed)?;
+    assert!(diff < tol, "{what}: forward differs by {diff}");
+    let g_fused = (fused * w)?.sum_all()?.backward()?;
+    let g_composed = (composed * w)?.sum_all()?.backward()?;
+    for (i, v) in vars.iter().enumerate() {
+        let (a, c) = (g_fused.get(v).unwrap(), g_composed.get(v).unwrap());
+        let diff = max_diff(a, c)?;
+        assert!(
+            diff < tol,
+            "{what}: gradient of input {i} differs by {diff}"
+        );
+    }
+    Ok(())
+}
