@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
 
 /// AdamW hyper-parameters (the names of `candle_nn::ParamsAdamW`).
@@ -48,6 +48,39 @@ struct Slot {
     var: Var,
     m: Tensor,
     v: Tensor,
+}
+
+impl Slot {
+    /// The update of [`AdamW::step`] for an f32 variable in one pass over its elements, with the
+    /// same f32 operations in the same order as the tensor expression (so the same bits), but
+    /// three tensors allocated instead of about a dozen.
+    fn step_f32(&mut self, g: &Tensor, p: &AdamWParams, bias1: f64, bias2: f64) -> Result<()> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (g, mut m, mut v) = (flat(g)?, flat(&self.m)?, flat(&self.v)?);
+        let mut w = flat(self.var.as_tensor())?;
+        anyhow::ensure!(
+            g.len() == w.len() && m.len() == w.len() && v.len() == w.len(),
+            "gradient or moments of {} do not match its {} elements",
+            self.name,
+            w.len()
+        );
+        let (b1, c1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
+        let (b2, c2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
+        let (bias1, bias2, eps, lr) = (bias1 as f32, bias2 as f32, p.eps as f32, p.lr as f32);
+        let decay = (1.0 - p.lr * p.weight_decay) as f32;
+        for (((w, m), v), &g) in w.iter_mut().zip(&mut m).zip(&mut v).zip(&g) {
+            *m = *m * b1 + g * c1;
+            *v = *v * b2 + g * g * c2;
+            let update = *m * bias1 / ((*v * bias2).sqrt() + eps);
+            *w = *w * decay - update * lr;
+        }
+        let shape = self.var.shape().clone();
+        let dev = self.var.device().clone();
+        self.m = Tensor::from_vec(m, shape.clone(), &dev)?;
+        self.v = Tensor::from_vec(v, shape.clone(), &dev)?;
+        self.var.set(&Tensor::from_vec(w, shape, &dev)?)?;
+        Ok(())
+    }
 }
 
 /// AdamW over named variables (sorted by name, so the state is laid out the same every run).
@@ -93,6 +126,10 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
+            if s.var.dtype() == DType::F32 {
+                s.step_f32(g, &p, bias1, bias2)?;
+                continue;
+            }
             // detached: moments must not record ops (that would chain every past step)
             let g = g.detach();
             s.m = ((&s.m * p.beta1)? + (&g * (1.0 - p.beta1))?)?.detach();
