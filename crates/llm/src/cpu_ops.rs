@@ -59,16 +59,11 @@ pub(crate) fn with_f32_contiguous<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) ->
 /// `silu(gate) ⊙ up` for same-shaped CPU f32 tensors on ferrite-kernels (one pass, the
 /// vectorised `exp`), else candle's ops.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let up = up.contiguous()?;
-    if gate.dims() == up.dims() && gate.dtype() == DType::F32 {
+    if gate.dims() == up.dims() && gate.dtype() == DType::F32 && up.device().is_cpu() {
         let mut g = gate.flatten_all()?.to_vec1::<f32>()?;
         let cols = gate.dim(candle_core::D::Minus1)?;
-        let done = with_f32(&up, |u, _| {
-            rows::swiglu_rows(&mut g, &u[..up.elem_count()], cols, pool::global())
-        });
-        if done.is_some() {
-            return Ok(Tensor::from_vec(g, gate.dims(), gate.device())?);
-        }
+        with_f32_contiguous(up, |u| rows::swiglu_rows(&mut g, u, cols, pool::global()))?;
+        return Ok(Tensor::from_vec(g, gate.dims(), gate.device())?);
     }
     Ok((candle_nn::ops::silu(gate)? * up)?)
 }

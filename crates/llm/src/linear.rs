@@ -19,7 +19,8 @@ use std::sync::Arc;
 /// Rows from which a quantised matmul dequantises the weight and runs the f32 GEMM.
 pub const DEQUANT_GEMM_ROWS: usize = 32;
 
-fn rows(x: &Tensor) -> usize {
+/// Rows of `x: [..., cols]` (the product of the leading dimensions).
+pub(crate) fn rows(x: &Tensor) -> usize {
     x.elem_count() / x.dim(candle_core::D::Minus1).unwrap_or(1).max(1)
 }
 
@@ -101,12 +102,6 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let _span = crate::profile::span(crate::profile::Op::Matmul);
         Ok(match self {
-            Self::Packed(q, f) if rows(x) >= DEQUANT_GEMM_ROWS => {
-                let data = q.data()?;
-                let (r, c) = q.shape().dims2()?;
-                let w = QMatrix::new(*f, r, c, &data).map_err(anyhow::Error::msg)?;
-                tiled_matmul(WeightRows::Quantized(w), x)?
-            }
             Self::Quantized(q, _) if rows(x) >= DEQUANT_GEMM_ROWS => {
                 x.broadcast_matmul(&q.dequantize(&q.device())?.t()?)?
             }
@@ -172,15 +167,19 @@ fn output_like(x: &Tensor, y: Vec<f32>, rows: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(y, dims, x.device())?)
 }
 
+/// An error unless the last dimension of `x` is the weight's `cols`.
+fn check_width(x: &Tensor, cols: usize) -> Result<()> {
+    let width = x.dim(candle_core::D::Minus1)?;
+    if width != cols {
+        anyhow::bail!("matmul input width {width} does not match the weight's {cols} columns");
+    }
+    Ok(())
+}
+
 /// `x Wᵀ` on the tiled f32 GEMM ([`ferrite_kernels::tiled_gemm`]), over the pool.
 fn tiled_matmul(w: WeightRows<'_>, x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = w.shape();
-    if x.dim(candle_core::D::Minus1)? != cols {
-        anyhow::bail!(
-            "matmul input width {} does not match the weight's {cols} columns",
-            x.dim(candle_core::D::Minus1)?
-        );
-    }
+    check_width(x, cols)?;
     let y = crate::cpu_ops::with_f32_contiguous(x, |xs| {
         let mut y = vec![0f32; xs.len() / cols * rows];
         tiled_gemm::matmul(w, xs, &mut y, pool::global());
@@ -192,34 +191,31 @@ fn tiled_matmul(w: WeightRows<'_>, x: &Tensor) -> Result<Tensor> {
 /// [`tiled_matmul`] reading a dense f32 weight in place.
 fn dense_tiled_matmul(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
-    let (storage, layout) = w.storage_and_layout();
-    let values = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((start, end))) => &cpu.as_slice::<f32>()?[start..end],
-        _ => return Ok(x.broadcast_matmul(&w.t()?)?),
-    };
-    tiled_matmul(WeightRows::F32 { values, rows, cols }, x)
+    crate::cpu_ops::with_f32_contiguous(w, |values| {
+        tiled_matmul(WeightRows::F32 { values, rows, cols }, x)
+    })?
 }
 
 /// `x Wᵀ` on the sparse kernels, rows split over ferrite-kernels' pool.
 fn sparse_matmul(s: &SparseMatrix, x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = s.shape();
+    check_width(x, cols)?;
     let xs = input_rows(x)?;
-    if x.dim(candle_core::D::Minus1)? != cols {
-        anyhow::bail!(
-            "matmul input width {} does not match the weight's {cols} columns",
-            x.dim(candle_core::D::Minus1)?
-        );
-    }
     let mut y = vec![0f32; xs.len() / cols * rows];
     s.matmul(&xs, &mut y, pool::global());
     output_like(x, y, rows)
 }
 
-/// `x Wᵀ` on ferrite's kernels: `x: [..., cols]` becomes `[..., rows]`.
+/// `x Wᵀ` on ferrite's kernels: `x: [..., cols]` becomes `[..., rows]`; from
+/// [`DEQUANT_GEMM_ROWS`] rows on the tiled f32 GEMM, below on the integer vec-dot kernels.
 fn packed_matmul(q: &QTensor, format: Format, x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = q.shape().dims2()?;
+    check_width(x, cols)?;
     let data = q.data()?;
     let w = QMatrix::new(format, rows, cols, &data).map_err(anyhow::Error::msg)?;
+    if self::rows(x) >= DEQUANT_GEMM_ROWS {
+        return tiled_matmul(WeightRows::Quantized(w), x);
+    }
     let xs = input_rows(x)?;
     let mut y = vec![0f32; xs.len() / cols * rows];
     w.matmul(&xs, &mut y, pool::global());

@@ -100,8 +100,7 @@ impl Mlp {
     /// quantised decode path's 8-bit activations can magnify rounding differences).
     pub fn hidden(&self, x: &Tensor) -> Result<Tensor> {
         let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
-        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
-        if rows >= DEQUANT_GEMM_ROWS {
+        if crate::linear::rows(x) >= DEQUANT_GEMM_ROWS {
             return cpu_ops::swiglu(&gate, &up);
         }
         Ok((candle_nn::ops::silu(&gate)? * up)?)
