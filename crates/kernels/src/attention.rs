@@ -15,7 +15,7 @@
 //! the (head, block) tasks spread over the pool, largest first.
 
 use crate::pool::Pool;
-use crate::rows::{axpy, dot, softmax_in_place};
+use crate::rows::{axpy, causal_softmax_row, dot, softmax_in_place};
 use std::cell::RefCell;
 
 /// Queries per call up to which every query row is its own task.
@@ -166,10 +166,7 @@ fn attend_blocks(
                 );
             }
             for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
-                let (seen, masked) = row.split_at_mut(total - t + start + r + 1);
-                seen.iter_mut().for_each(|x| *x *= scale);
-                softmax_in_place(seen);
-                masked.fill(0.0);
+                causal_softmax_row(row, total - t + start + r + 1, scale);
             }
             unsafe {
                 // Y_b = P V: lhs P [rows, keys], rhs V [keys, d] with rows `row_stride` apart.

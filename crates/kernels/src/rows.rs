@@ -130,12 +130,18 @@ pub fn causal_softmax_rows(x: &mut [f32], cols: usize, t: usize, scale: f32, poo
     let base = x.as_ptr() as usize;
     for_rows(x, cols, pool, &|row| {
         let r = (row.as_ptr() as usize - base) / (4 * cols);
-        let visible = cols - t + r % t + 1;
-        let (seen, masked) = row.split_at_mut(visible);
-        seen.iter_mut().for_each(|v| *v *= scale);
-        softmax_in_place(seen);
-        masked.fill(0.0);
+        causal_softmax_row(row, cols - t + r % t + 1, scale);
     });
+}
+
+/// One row of causal attention weights in place: `softmax(scale · x)` over the first `visible`
+/// keys, 0 beyond.
+#[inline]
+pub fn causal_softmax_row(row: &mut [f32], visible: usize, scale: f32) {
+    let (seen, masked) = row.split_at_mut(visible);
+    seen.iter_mut().for_each(|v| *v *= scale);
+    softmax_in_place(seen);
+    masked.fill(0.0);
 }
 
 /// `Σ_r −log softmax(logits_r)[target_r]` over rows of `vocab` logits (f64 accumulation), rows
