@@ -12,6 +12,7 @@
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
+use ferrite_dit::backprop::ParamLayout;
 use std::collections::HashMap;
 
 /// AdamW hyper-parameters (the names of `candle_nn::ParamsAdamW`).
@@ -54,9 +55,9 @@ impl Slot {
     /// The update of [`AdamW::step`] for an f32 variable in one pass over its elements, with the
     /// same f32 operations in the same order as the tensor expression (so the same bits), but
     /// three tensors allocated instead of about a dozen.
-    fn step_f32(&mut self, g: &Tensor, p: &AdamWParams, bias1: f64, bias2: f64) -> Result<()> {
+    fn step_f32(&mut self, g: &[f32], p: &AdamWParams, bias1: f64, bias2: f64) -> Result<()> {
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (g, mut m, mut v) = (flat(g)?, flat(&self.m)?, flat(&self.v)?);
+        let (mut m, mut v) = (flat(&self.m)?, flat(&self.v)?);
         let mut w = flat(self.var.as_tensor())?;
         anyhow::ensure!(
             g.len() == w.len() && m.len() == w.len() && v.len() == w.len(),
@@ -68,7 +69,7 @@ impl Slot {
         let (b2, c2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
         let (bias1, bias2, eps, lr) = (bias1 as f32, bias2 as f32, p.eps as f32, p.lr as f32);
         let decay = (1.0 - p.lr * p.weight_decay) as f32;
-        for (((w, m), v), &g) in w.iter_mut().zip(&mut m).zip(&mut v).zip(&g) {
+        for (((w, m), v), &g) in w.iter_mut().zip(&mut m).zip(&mut v).zip(g) {
             *m = *m * b1 + g * c1;
             *v = *v * b2 + g * g * c2;
             let update = *m * bias1 / ((*v * bias2).sqrt() + eps);
@@ -116,18 +117,50 @@ impl AdamW {
         })
     }
 
-    /// One update from `grads`; variables without a gradient are left as they are.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    /// `t ← t + 1` and the bias corrections `1/(1 − β1^t)`, `1/(1 − β2^t)`.
+    fn next_bias_corrections(&mut self) -> (f64, f64) {
         self.t += 1;
         let p = self.params;
         let bias1 = 1.0 / (1.0 - p.beta1.powi(self.t as i32));
         let bias2 = 1.0 / (1.0 - p.beta2.powi(self.t as i32));
+        (bias1, bias2)
+    }
+
+    /// One update from flat f32 gradients laid out as `layout` (every variable must be f32
+    /// and named there).
+    pub fn step_flat(&mut self, layout: &ParamLayout, grads: &[f32]) -> Result<()> {
+        anyhow::ensure!(
+            grads.len() == layout.len(),
+            "{} gradients for a layout of {}",
+            grads.len(),
+            layout.len()
+        );
+        let ranges: HashMap<&str, std::ops::Range<usize>> = layout
+            .entries()
+            .map(|(name, _, range)| (name, range))
+            .collect();
+        let (bias1, bias2) = self.next_bias_corrections();
+        let p = self.params;
+        for s in &mut self.slots {
+            let range = ranges
+                .get(s.name.as_str())
+                .with_context(|| format!("no gradient for {}", s.name))?;
+            anyhow::ensure!(s.var.dtype() == DType::F32, "{} is not f32", s.name);
+            s.step_f32(&grads[range.clone()], &p, bias1, bias2)?;
+        }
+        Ok(())
+    }
+
+    /// One update from `grads`; variables without a gradient are left as they are.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let (bias1, bias2) = self.next_bias_corrections();
+        let p = self.params;
         for s in &mut self.slots {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
             if s.var.dtype() == DType::F32 {
-                s.step_f32(g, &p, bias1, bias2)?;
+                s.step_f32(&g.flatten_all()?.to_vec1::<f32>()?, &p, bias1, bias2)?;
                 continue;
             }
             // detached: moments must not record ops (that would chain every past step)

@@ -24,6 +24,7 @@ use candle_nn::VarMap;
 use ferrite_diffusion::{
     gaussian_noise, hybrid_loss, BetaSchedule, NoiseSchedule, PredictionType, HYBRID_VLB_WEIGHT,
 };
+use ferrite_dit::backprop::{self, DitBackprop, ParamLayout, TrainBatch};
 use ferrite_dit::init::seeded_var_builder;
 use ferrite_dit::text_condition::{conditions_for_labels, Pooling, TextEmbedder};
 use ferrite_dit::{Condition, DiT, DitConfig};
@@ -137,6 +138,9 @@ pub struct Trainer {
     order: Option<(u64, Vec<usize>)>,
     /// The class-name table `[classes, L, width]` of a text-conditioned run.
     class_text: Option<Tensor>,
+    /// The hand-written backward ([`ferrite_dit::backprop`]) where it covers the model;
+    /// `None` trains under candle's autograd.
+    backprop: Option<DitBackprop>,
 }
 
 fn named_vars(map: &VarMap) -> Vec<(String, Var)> {
@@ -144,6 +148,14 @@ fn named_vars(map: &VarMap) -> Vec<(String, Var)> {
     let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// An error when the loss of `step` is not finite.
+fn ensure_finite(loss: f32, step: u64) -> Result<()> {
+    if !loss.is_finite() {
+        bail!("loss is {loss} at step {step}: training diverged (lower --lr)");
+    }
+    Ok(())
 }
 
 /// The DDPM linear schedule with `t` steps.
@@ -187,6 +199,15 @@ impl Trainer {
         let opt = AdamW::new(named_vars(&varmap), config.optimizer)?;
         let ema = Ema::new(named_vars(&varmap), config.ema_decay)?;
         let schedule = training_schedule(config.num_train_timesteps)?;
+        let backprop = if class_text.is_none() && backprop::supports(&config.dit).is_ok() {
+            let shapes = named_vars(&varmap)
+                .into_iter()
+                .map(|(name, var)| (name, var.dims().to_vec()))
+                .collect();
+            Some(DitBackprop::new(&config.dit, ParamLayout::new(shapes))?)
+        } else {
+            None
+        };
         Ok(Self {
             model,
             varmap,
@@ -201,7 +222,28 @@ impl Trainer {
             },
             order: None,
             class_text,
+            backprop,
         })
+    }
+
+    /// Trains under candle's autograd even where the hand-written backward covers the model
+    /// (the two give the same gradients to float rounding; this is for comparing them).
+    pub fn use_autograd(&mut self) {
+        self.backprop = None;
+    }
+
+    /// Whether steps run the hand-written backward.
+    pub fn uses_hand_written_backward(&self) -> bool {
+        self.backprop.is_some()
+    }
+
+    /// The model's weights end to end in name order (a [`ParamLayout`]'s order).
+    fn flat_weights(&self) -> Result<Vec<f32>> {
+        let mut flat = Vec::new();
+        for (_, var) in named_vars(&self.varmap) {
+            flat.extend(var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(flat)
     }
 
     /// Continues the run saved in `path`; `steps` (if given) replaces the total step count.
@@ -310,36 +352,73 @@ impl Trainer {
             Some(s) => Condition::Sequence(s),
             None => Condition::Labels(&y),
         };
-        let out = self
-            .model
-            .forward_with_drop(&x_t, &t_tensor, condition, Some(&drop))?;
-        let loss = hybrid_loss(
-            &self.schedule,
-            &out,
-            &x0,
-            &x_t,
-            &noise,
-            &t,
-            PredictionType::Epsilon,
-            cfg.dit.learn_sigma,
-            HYBRID_VLB_WEIGHT,
-        )?
-        .total;
-        let loss_value = loss.to_scalar::<f32>()?;
-        if !loss_value.is_finite() {
-            bail!("loss is {loss_value} at step {step}: training diverged (lower --lr)");
-        }
         let warm = if cfg.warmup_steps == 0 {
             1.0
         } else {
             ((step + 1) as f64 / cfg.warmup_steps as f64).min(1.0)
         };
         self.opt.params.lr = cfg.optimizer.lr * warm;
-        self.opt.step(&loss.backward()?)?;
+        let loss_value = if self.backprop.is_some() {
+            self.hand_written_step(&x_t, &noise, &t, &y, &drop)?
+        } else {
+            let out = self
+                .model
+                .forward_with_drop(&x_t, &t_tensor, condition, Some(&drop))?;
+            let loss = hybrid_loss(
+                &self.schedule,
+                &out,
+                &x0,
+                &x_t,
+                &noise,
+                &t,
+                PredictionType::Epsilon,
+                cfg.dit.learn_sigma,
+                HYBRID_VLB_WEIGHT,
+            )?
+            .total;
+            let loss_value = loss.to_scalar::<f32>()?;
+            ensure_finite(loss_value, step)?;
+            self.opt.step(&loss.backward()?)?;
+            loss_value
+        };
         self.ema.update(step)?;
         self.state.step += 1;
         self.state.losses.push(loss_value);
         Ok(loss_value)
+    }
+
+    /// Loss and AdamW update of one step through [`DitBackprop`] (ε-prediction, fixed Σ: the
+    /// loss is `L_simple`, as `hybrid_loss` gives without learned Σ).
+    fn hand_written_step(
+        &mut self,
+        x_t: &Tensor,
+        noise: &Tensor,
+        t: &[usize],
+        y: &Tensor,
+        drop: &[bool],
+    ) -> Result<f32> {
+        let null = self.state.config.dit.num_classes as u32;
+        let labels: Vec<u32> = y
+            .to_vec1::<u32>()?
+            .into_iter()
+            .zip(drop)
+            .map(|(y, &d)| if d { null } else { y })
+            .collect();
+        let x_t = x_t.flatten_all()?.to_vec1::<f32>()?;
+        let noise = noise.flatten_all()?.to_vec1::<f32>()?;
+        let t: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+        let weights = self.flat_weights()?;
+        let bp = self.backprop.as_mut().expect("hand-written backward");
+        let batch = TrainBatch {
+            x_t: &x_t,
+            t: &t,
+            labels: &labels,
+            target: &noise,
+        };
+        let (loss, grads) = bp.loss_and_gradients(&weights, batch)?;
+        ensure_finite(loss, self.state.step)?;
+        self.opt.step_flat(grads.layout, grads.values)?;
+        Ok(loss)
     }
 
     /// Trains until `config.steps`, checkpointing to `checkpoint` every `every` steps and at

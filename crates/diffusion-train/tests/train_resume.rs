@@ -174,3 +174,34 @@ fn a_text_conditioned_run_trains_saves_and_samples_from_captions() {
         .contains("outside the 2 captions"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn hand_written_backward_trains_like_autograd() {
+    let data = toy_data();
+    let mut hand = Trainer::new(tiny_config(15)).unwrap();
+    let mut auto = Trainer::new(tiny_config(15)).unwrap();
+    auto.use_autograd();
+    assert!(hand.uses_hand_written_backward() && !auto.uses_hand_written_backward());
+    hand.run(&data, None, 0, &ProgressBar::hidden()).unwrap();
+    auto.run(&data, None, 0, &ProgressBar::hidden()).unwrap();
+    for (s, (a, b)) in hand.state.losses.iter().zip(&auto.state.losses).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * b,
+            "step {s}: loss {a} (hand-written) vs {b} (autograd)"
+        );
+    }
+    let (h, a) = (hand.model_tensors(), auto.model_tensors());
+    for (name, want) in &a {
+        let diff: f32 = (&h[name] - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-4, "{name} differs by {diff} after 15 steps");
+    }
+}

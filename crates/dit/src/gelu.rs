@@ -21,13 +21,13 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 macro_rules! gelu_fns {
     ($t:ty, $tanh:path, $value:ident, $grad:ident) => {
         #[inline]
-        fn $value(x: $t) -> $t {
+        pub(crate) fn $value(x: $t) -> $t {
             let u = (SQRT_2_OVER_PI as $t) * (x + (CUBIC as $t) * x * x * x);
             0.5 * x * (1.0 + $tanh(u))
         }
 
         #[inline]
-        fn $grad(x: $t) -> $t {
+        pub(crate) fn $grad(x: $t) -> $t {
             let x2 = x * x;
             let t = $tanh((SQRT_2_OVER_PI as $t) * (x + (CUBIC as $t) * x2 * x));
             let du = (SQRT_2_OVER_PI as $t) * (1.0 + 3.0 * (CUBIC as $t) * x2);

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod attention;
+pub mod backprop;
 pub mod block;
 pub mod config;
 pub mod dit;

@@ -14,6 +14,7 @@
 //! kernels read it with unaligned loads, so no repacking or second copy is needed.
 
 pub mod attention;
+pub mod dense;
 pub mod matmul;
 pub mod pool;
 pub mod q4_0;

@@ -98,6 +98,10 @@ struct TrainArgs {
     /// Loss curve PNG (default: next to the checkpoint).
     #[arg(long)]
     loss_plot: Option<PathBuf>,
+    /// Train under candle's general autograd instead of the hand-written adaLN-Zero backward
+    /// (same gradients to float rounding; the other designs and learned Σ always use autograd).
+    #[arg(long)]
+    autograd: bool,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -314,6 +318,9 @@ fn train(a: TrainArgs) -> Result<()> {
         });
         Trainer::new(cfg)?
     };
+    if a.autograd {
+        trainer.use_autograd();
+    }
     let start = trainer.state.step;
     let pb = bar(a.quiet, "steps");
     let t0 = Instant::now();
@@ -337,6 +344,7 @@ fn train(a: TrainArgs) -> Result<()> {
             "steps_this_session": steps,
             "seconds_this_session": secs,
             "images_per_sec": images_per_sec,
+            "backward": if trainer.uses_hand_written_backward() { "hand-written" } else { "autograd" },
             "loss_last_100_mean": final_loss,
             "loss_plot": plot,
             "config": trainer.state.config,
