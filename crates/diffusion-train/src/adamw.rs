@@ -7,12 +7,14 @@
 //! ```
 //!
 //! The same update as `candle_nn::AdamW` (whose moments are private), written out so the
-//! moments and step count can be checkpointed and a resumed run continues exactly.
+//! moments and step count can be checkpointed and a resumed run continues exactly. The moments
+//! of all variables are two flat vectors ([`FlatVars`]), updated in one pass split over the
+//! kernels' pool.
 
-use anyhow::{Context, Result};
+use crate::flat_vars::{piece_len, run_pieces, FlatVars};
+use anyhow::{ensure, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
-use ferrite_dit::backprop::ParamLayout;
+use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 
 /// AdamW hyper-parameters (the names of `candle_nn::ParamsAdamW`).
@@ -43,50 +45,35 @@ impl Default for AdamWParams {
     }
 }
 
-/// One named parameter with its two moments.
-struct Slot {
-    name: String,
-    var: Var,
-    m: Tensor,
-    v: Tensor,
-}
-
-impl Slot {
-    /// The update of [`AdamW::step`] for an f32 variable in one pass over its elements, with the
-    /// same f32 operations in the same order as the tensor expression (so the same bits), but
-    /// three tensors allocated instead of about a dozen.
-    fn step_f32(&mut self, g: &[f32], p: &AdamWParams, bias1: f64, bias2: f64) -> Result<()> {
-        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (mut m, mut v) = (flat(&self.m)?, flat(&self.v)?);
-        let mut w = flat(self.var.as_tensor())?;
-        anyhow::ensure!(
-            g.len() == w.len() && m.len() == w.len() && v.len() == w.len(),
-            "gradient or moments of {} do not match its {} elements",
-            self.name,
-            w.len()
-        );
-        let (b1, c1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
-        let (b2, c2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
-        let (bias1, bias2, eps, lr) = (bias1 as f32, bias2 as f32, p.eps as f32, p.lr as f32);
-        let decay = (1.0 - p.lr * p.weight_decay) as f32;
-        for (((w, m), v), &g) in w.iter_mut().zip(&mut m).zip(&mut v).zip(g) {
-            *m = *m * b1 + g * c1;
-            *v = *v * b2 + g * g * c2;
-            let update = *m * bias1 / ((*v * bias2).sqrt() + eps);
-            *w = *w * decay - update * lr;
-        }
-        let shape = self.var.shape().clone();
-        let dev = self.var.device().clone();
-        self.m = Tensor::from_vec(m, shape.clone(), &dev)?;
-        self.v = Tensor::from_vec(v, shape.clone(), &dev)?;
-        self.var.set(&Tensor::from_vec(w, shape, &dev)?)?;
-        Ok(())
+/// The update of one stretch of weights `w` with gradient `g` and moments `m`, `v`: the f32
+/// operations of the tensor expression in the same order (so the same bits as before).
+fn update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coefficients) {
+    for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+        *m = *m * c.b1 + g * c.c1;
+        *v = *v * c.b2 + g * g * c.c2;
+        let update = *m * c.bias1 / ((*v * c.bias2).sqrt() + c.eps);
+        *w = *w * c.decay - update * c.lr;
     }
 }
 
-/// AdamW over named variables (sorted by name, so the state is laid out the same every run).
+/// The f32 constants of one step.
+struct Coefficients {
+    b1: f32,
+    c1: f32,
+    b2: f32,
+    c2: f32,
+    bias1: f32,
+    bias2: f32,
+    eps: f32,
+    lr: f32,
+    decay: f32,
+}
+
+/// AdamW over named f32 variables (sorted by name, so the state is laid out the same every run).
 pub struct AdamW {
-    slots: Vec<Slot>,
+    vars: FlatVars,
+    m: Vec<f32>,
+    v: Vec<f32>,
     /// Steps taken, `t` in the bias corrections.
     pub t: u64,
     /// Hyper-parameters; `lr` may be changed between steps (warm-up).
@@ -96,116 +83,92 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for every variable.
     pub fn new(named_vars: Vec<(String, Var)>, params: AdamWParams) -> Result<Self> {
-        let mut named_vars = named_vars;
-        named_vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let slots = named_vars
-            .into_iter()
-            .map(|(name, var)| {
-                let z = var.zeros_like()?;
-                Ok(Slot {
-                    name,
-                    m: z.clone(),
-                    v: z,
-                    var,
-                })
-            })
-            .collect::<Result<_>>()?;
+        let vars = FlatVars::new(named_vars)?;
+        let n = vars.len();
         Ok(Self {
-            slots,
+            vars,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
             t: 0,
             params,
         })
     }
 
-    /// `t ← t + 1` and the bias corrections `1/(1 − β1^t)`, `1/(1 − β2^t)`.
-    fn next_bias_corrections(&mut self) -> (f64, f64) {
+    /// `t ← t + 1` and this step's constants (bias corrections `1/(1 − β^t)`).
+    fn next_step(&mut self) -> Coefficients {
         self.t += 1;
         let p = self.params;
         let bias1 = 1.0 / (1.0 - p.beta1.powi(self.t as i32));
         let bias2 = 1.0 / (1.0 - p.beta2.powi(self.t as i32));
-        (bias1, bias2)
+        Coefficients {
+            b1: p.beta1 as f32,
+            c1: (1.0 - p.beta1) as f32,
+            b2: p.beta2 as f32,
+            c2: (1.0 - p.beta2) as f32,
+            bias1: bias1 as f32,
+            bias2: bias2 as f32,
+            eps: p.eps as f32,
+            lr: p.lr as f32,
+            decay: (1.0 - p.lr * p.weight_decay) as f32,
+        }
     }
 
-    /// One update from flat f32 gradients laid out as `layout` (every variable must be f32
-    /// and named there).
-    pub fn step_flat(&mut self, layout: &ParamLayout, grads: &[f32]) -> Result<()> {
-        anyhow::ensure!(
-            grads.len() == layout.len(),
-            "{} gradients for a layout of {}",
-            grads.len(),
-            layout.len()
+    /// One update of `weights` (all variables end to end, in name order) from `grads` in the
+    /// same layout, in place; the variables themselves are not touched (the caller writes them).
+    pub fn step_flat(&mut self, weights: &mut [f32], grads: &[f32]) -> Result<()> {
+        let n = self.vars.len();
+        ensure!(
+            weights.len() == n && grads.len() == n,
+            "{} weights and {} gradients for {n} optimizer slots",
+            weights.len(),
+            grads.len()
         );
-        let ranges: HashMap<&str, std::ops::Range<usize>> = layout
-            .entries()
-            .map(|(name, _, range)| (name, range))
+        let c = self.next_step();
+        let k = piece_len(n);
+        let pieces = weights
+            .chunks_mut(k)
+            .zip(grads.chunks(k))
+            .zip(self.m.chunks_mut(k))
+            .zip(self.v.chunks_mut(k))
             .collect();
-        let (bias1, bias2) = self.next_bias_corrections();
-        let p = self.params;
-        for s in &mut self.slots {
-            let range = ranges
-                .get(s.name.as_str())
-                .with_context(|| format!("no gradient for {}", s.name))?;
-            anyhow::ensure!(s.var.dtype() == DType::F32, "{} is not f32", s.name);
-            s.step_f32(&grads[range.clone()], &p, bias1, bias2)?;
-        }
+        run_pieces(pieces, &|(((w, g), m), v)| update(w, g, m, v, &c));
         Ok(())
     }
 
     /// One update from `grads`; variables without a gradient are left as they are.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let (bias1, bias2) = self.next_bias_corrections();
-        let p = self.params;
-        for s in &mut self.slots {
-            let Some(g) = grads.get(s.var.as_tensor()) else {
+        let c = self.next_step();
+        for (_, var, range) in self.vars.slots() {
+            let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            if s.var.dtype() == DType::F32 {
-                s.step_f32(&g.flatten_all()?.to_vec1::<f32>()?, &p, bias1, bias2)?;
-                continue;
-            }
-            // detached: moments must not record ops (that would chain every past step)
-            let g = g.detach();
-            s.m = ((&s.m * p.beta1)? + (&g * (1.0 - p.beta1))?)?.detach();
-            s.v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?.detach();
-            let m_hat = (&s.m * bias1)?;
-            let v_hat = (&s.v * bias2)?;
-            let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
-            let decayed = (s.var.as_tensor().detach() * (1.0 - p.lr * p.weight_decay))?;
-            s.var.set(&(decayed - (update * p.lr)?)?)?;
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            update(
+                &mut w,
+                &g,
+                &mut self.m[range.clone()],
+                &mut self.v[range],
+                &c,
+            );
+            var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
         }
         Ok(())
     }
 
     /// The moments as `m.<name>` / `v.<name>` tensors, for a checkpoint.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        self.slots
-            .iter()
-            .flat_map(|s| {
-                [
-                    (format!("m.{}", s.name), s.m.clone()),
-                    (format!("v.{}", s.name), s.v.clone()),
-                ]
-            })
-            .collect()
+        let mut out = self.vars.tensors(&self.m, "m.");
+        out.extend(self.vars.tensors(&self.v, "v."));
+        out
     }
 
     /// Restores the moments written by [`AdamW::state_tensors`] and the step count.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, t: u64) -> Result<()> {
-        for s in &mut self.slots {
-            for (key, dst) in [("m", &mut s.m), ("v", &mut s.v)] {
-                let name = format!("{key}.{}", s.name);
-                let src = tensors
-                    .get(&name)
-                    .with_context(|| format!("optimizer state lacks {name}"))?;
-                anyhow::ensure!(
-                    src.dims() == dst.dims(),
-                    "optimizer state {name} has shape {:?}, the model {:?}",
-                    src.dims(),
-                    dst.dims()
-                );
-                *dst = src.clone();
-            }
-        }
+        self.vars
+            .load(tensors, "m.", "optimizer state", &mut self.m)?;
+        self.vars
+            .load(tensors, "v.", "optimizer state", &mut self.v)?;
         self.t = t;
         Ok(())
     }

@@ -4,71 +4,71 @@
 //! TensorFlow's `ExponentialMovingAverage(num_updates=t)`, so short runs are not dominated by
 //! the initial weights.
 
-use anyhow::{Context, Result};
+use crate::flat_vars::{piece_len, run_pieces, FlatVars};
+use anyhow::Result;
 use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 
-/// The averaged copy of a set of named variables.
+/// The averaged copy of a set of named f32 variables, one flat vector in name order.
 pub struct Ema {
-    /// The target decay `d`.
+    /// Target decay `d`.
     pub decay: f64,
-    averages: Vec<(String, Var, Tensor)>,
+    vars: FlatVars,
+    average: Vec<f32>,
 }
 
 impl Ema {
-    /// Starts the average at the current weights.
+    /// Starts the average at the variables' current values.
     pub fn new(named_vars: Vec<(String, Var)>, decay: f64) -> Result<Self> {
-        let mut named_vars = named_vars;
-        named_vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let averages = named_vars
-            .into_iter()
-            .map(|(n, v)| {
-                let copy = v.as_tensor().copy()?;
-                Ok((n, v, copy))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { decay, averages })
+        let vars = FlatVars::new(named_vars)?;
+        let average = vars.read()?;
+        Ok(Self {
+            decay,
+            vars,
+            average,
+        })
     }
 
-    /// The decay used at update number `t` (0-based).
+    /// The decay used at update `t` (0-based).
     pub fn decay_at(&self, t: u64) -> f64 {
         self.decay.min((1.0 + t as f64) / (10.0 + t as f64))
     }
 
-    /// Folds the current weights in, as update number `t`.
+    /// One update from the variables (update number `t`).
     pub fn update(&mut self, t: u64) -> Result<()> {
+        let weights = self.vars.read()?;
+        self.update_from(t, &weights)
+    }
+
+    /// One update from `weights`, the variables' values end to end in name order:
+    /// `θ_ema ← d θ_ema + (1 − d) θ` in f32 (the tensor expression's operations).
+    pub fn update_from(&mut self, t: u64, weights: &[f32]) -> Result<()> {
+        anyhow::ensure!(
+            weights.len() == self.average.len(),
+            "{} weights for an average of {}",
+            weights.len(),
+            self.average.len()
+        );
         let d = self.decay_at(t);
-        for (_, var, avg) in &mut self.averages {
-            // detach: the weights are a variable, so the result would otherwise record the
-            // op and chain every past average (one copy of the weights per step).
-            *avg = ((&*avg * d)? + (var.as_tensor().detach() * (1.0 - d))?)?.detach();
-        }
+        let (keep, take) = (d as f32, (1.0 - d) as f32);
+        let k = piece_len(weights.len());
+        let pieces = self.average.chunks_mut(k).zip(weights.chunks(k)).collect();
+        run_pieces(pieces, &|(avg, w)| {
+            for (a, &w) in avg.iter_mut().zip(w) {
+                *a = *a * keep + w * take;
+            }
+        });
         Ok(())
     }
 
-    /// The averaged weights by name (what a `VarBuilder::from_tensors` for sampling takes).
+    /// The averaged tensors by name.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.averages
-            .iter()
-            .map(|(n, _, a)| (n.clone(), a.clone()))
-            .collect()
+        self.vars.tensors(&self.average, "").into_iter().collect()
     }
 
-    /// Restores the averages from a checkpoint.
+    /// Restores the average from tensors named like the variables.
     pub fn load(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        for (name, _, avg) in &mut self.averages {
-            let src = tensors
-                .get(name.as_str())
-                .with_context(|| format!("EMA state lacks {name}"))?;
-            anyhow::ensure!(
-                src.dims() == avg.dims(),
-                "EMA {name} has shape {:?}, the model {:?}",
-                src.dims(),
-                avg.dims()
-            );
-            *avg = src.clone();
-        }
-        Ok(())
+        self.vars.load(tensors, "", "EMA state", &mut self.average)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod ema;
 pub mod evaluate;
 pub mod fashion_mnist;
 pub mod fid;
+pub mod flat_vars;
 pub mod grid;
 pub mod loss_plot;
 pub mod sampling;

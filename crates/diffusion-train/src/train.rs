@@ -17,6 +17,7 @@ use crate::adamw::{AdamW, AdamWParams};
 use crate::checkpoint::Checkpoint;
 use crate::ema::Ema;
 use crate::fashion_mnist::Dataset;
+use crate::flat_vars::FlatVars;
 use crate::seeded::{permutation, rng, Stream};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -24,7 +25,7 @@ use candle_nn::VarMap;
 use ferrite_diffusion::{
     gaussian_noise, hybrid_loss, BetaSchedule, NoiseSchedule, PredictionType, HYBRID_VLB_WEIGHT,
 };
-use ferrite_dit::backprop::{self, DitBackprop, ParamLayout, TrainBatch};
+use ferrite_dit::backprop::{self, DitBackprop, TrainBatch};
 use ferrite_dit::init::seeded_var_builder;
 use ferrite_dit::text_condition::{conditions_for_labels, Pooling, TextEmbedder};
 use ferrite_dit::{Condition, DiT, DitConfig};
@@ -141,6 +142,13 @@ pub struct Trainer {
     /// The hand-written backward ([`ferrite_dit::backprop`]) where it covers the model;
     /// `None` trains under candle's autograd.
     backprop: Option<DitBackprop>,
+    /// The model's variables as one flat vector (the hand-written step's weights).
+    vars: FlatVars,
+    /// The variables' values as the hand-written step last wrote them (read on first use).
+    weights: Option<Vec<f32>>,
+    /// Wall-clock seconds of each step [`Trainer::run`] took in this session (checkpoint
+    /// writes excluded).
+    pub step_seconds: Vec<f64>,
 }
 
 fn named_vars(map: &VarMap) -> Vec<(String, Var)> {
@@ -199,12 +207,9 @@ impl Trainer {
         let opt = AdamW::new(named_vars(&varmap), config.optimizer)?;
         let ema = Ema::new(named_vars(&varmap), config.ema_decay)?;
         let schedule = training_schedule(config.num_train_timesteps)?;
+        let vars = FlatVars::new(named_vars(&varmap))?;
         let backprop = if class_text.is_none() && backprop::supports(&config.dit).is_ok() {
-            let shapes = named_vars(&varmap)
-                .into_iter()
-                .map(|(name, var)| (name, var.dims().to_vec()))
-                .collect();
-            Some(DitBackprop::new(&config.dit, ParamLayout::new(shapes))?)
+            Some(DitBackprop::new(&config.dit, vars.layout())?)
         } else {
             None
         };
@@ -223,6 +228,9 @@ impl Trainer {
             order: None,
             class_text,
             backprop,
+            vars,
+            weights: None,
+            step_seconds: Vec::new(),
         })
     }
 
@@ -232,18 +240,16 @@ impl Trainer {
         self.backprop = None;
     }
 
+    /// Images per second over this session's steps after the first `warmup` (step time only,
+    /// as a benchmark loop measures it); `None` when there are no such steps.
+    pub fn steady_images_per_sec(&self, warmup: usize) -> Option<f64> {
+        let steady = self.step_seconds.get(warmup..).filter(|s| !s.is_empty())?;
+        Some((steady.len() * self.state.config.batch_size) as f64 / steady.iter().sum::<f64>())
+    }
+
     /// Whether steps run the hand-written backward.
     pub fn uses_hand_written_backward(&self) -> bool {
         self.backprop.is_some()
-    }
-
-    /// The model's weights end to end in name order (a [`ParamLayout`]'s order).
-    fn flat_weights(&self) -> Result<Vec<f32>> {
-        let mut flat = Vec::new();
-        for (_, var) in named_vars(&self.varmap) {
-            flat.extend(var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(flat)
     }
 
     /// Continues the run saved in `path`; `steps` (if given) replaces the total step count.
@@ -268,6 +274,7 @@ impl Trainer {
             );
             var.set(src)?;
         }
+        t.weights = None;
         t.ema.load(ck.group("ema")?)?;
         t.opt.load_state(ck.group("opt")?, state.step)?;
         t.state = state;
@@ -379,16 +386,16 @@ impl Trainer {
             let loss_value = loss.to_scalar::<f32>()?;
             ensure_finite(loss_value, step)?;
             self.opt.step(&loss.backward()?)?;
+            self.ema.update(step)?;
             loss_value
         };
-        self.ema.update(step)?;
         self.state.step += 1;
         self.state.losses.push(loss_value);
         Ok(loss_value)
     }
 
     /// Loss and AdamW update of one step through [`DitBackprop`] (ε-prediction, fixed Σ: the
-    /// loss is `L_simple`, as `hybrid_loss` gives without learned Σ).
+    /// loss is `L_simple`, as `hybrid_loss` gives without learned Σ), then the EMA update.
     fn hand_written_step(
         &mut self,
         x_t: &Tensor,
@@ -407,7 +414,10 @@ impl Trainer {
         let x_t = x_t.flatten_all()?.to_vec1::<f32>()?;
         let noise = noise.flatten_all()?.to_vec1::<f32>()?;
         let t: Vec<f32> = t.iter().map(|&v| v as f32).collect();
-        let weights = self.flat_weights()?;
+        let mut weights = match self.weights.take() {
+            Some(w) => w,
+            None => self.vars.read()?,
+        };
         let bp = self.backprop.as_mut().expect("hand-written backward");
         let batch = TrainBatch {
             x_t: &x_t,
@@ -417,7 +427,10 @@ impl Trainer {
         };
         let (loss, grads) = bp.loss_and_gradients(&weights, batch)?;
         ensure_finite(loss, self.state.step)?;
-        self.opt.step_flat(grads.layout, grads.values)?;
+        self.opt.step_flat(&mut weights, grads.values)?;
+        self.vars.write(&weights)?;
+        self.ema.update_from(self.state.step, &weights)?;
+        self.weights = Some(weights);
         Ok(loss)
     }
 
@@ -437,7 +450,9 @@ impl Trainer {
         let start_step = self.state.step;
         let saved_secs = self.state.train_seconds;
         while self.state.step < total {
+            let step_start = Instant::now();
             self.step(data)?;
+            self.step_seconds.push(step_start.elapsed().as_secs_f64());
             let done = self.state.step;
             let secs = session.elapsed().as_secs_f64();
             self.state.train_seconds = saved_secs + secs;

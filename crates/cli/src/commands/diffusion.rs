@@ -344,6 +344,7 @@ fn train(a: TrainArgs) -> Result<()> {
             "steps_this_session": steps,
             "seconds_this_session": secs,
             "images_per_sec": images_per_sec,
+            "steady_images_per_sec": trainer.steady_images_per_sec(3),
             "backward": if trainer.uses_hand_written_backward() { "hand-written" } else { "autograd" },
             "loss_last_100_mean": final_loss,
             "loss_plot": plot,

@@ -192,15 +192,31 @@ impl DitBackprop {
             let mut w = workers[i].lock().expect("DiT backprop worker");
             w.run(params, &g, weights, &inputs);
         });
-        let mut sse = 0.0;
-        self.grads.fill(0.0);
-        for w in &self.workers {
-            let w = w.lock().expect("DiT backprop worker");
-            sse += w.sse;
-            for (acc, v) in self.grads.iter_mut().zip(&w.grads) {
-                *acc += v;
+        let locked: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| w.lock().expect("DiT backprop worker"))
+            .collect();
+        let sse: f64 = locked.iter().map(|w| w.sse).sum();
+        // Σ over workers, split over the pool by element ranges.
+        let k = self.grads.len().div_ceil(pool.threads()).max(1);
+        let pieces: Vec<Mutex<(usize, &mut [f32])>> = self
+            .grads
+            .chunks_mut(k)
+            .enumerate()
+            .map(|(i, c)| Mutex::new((i * k, c)))
+            .collect();
+        pool.run(pieces.len(), &|i| {
+            let mut piece = pieces[i].lock().expect("gradient piece");
+            let (at, out) = &mut *piece;
+            out.copy_from_slice(&locked[0].grads[*at..*at + out.len()]);
+            for w in &locked[1..] {
+                for (acc, v) in out.iter_mut().zip(&w.grads[*at..]) {
+                    *acc += v;
+                }
             }
-        }
+        });
+        drop(pieces);
         let grads = Gradients {
             layout: &self.layout,
             values: &self.grads,

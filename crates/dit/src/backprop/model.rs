@@ -193,10 +193,11 @@ impl Worker {
         }
     }
 
-    /// Forward and backward of `inp`: sets `sse` and `grads` (∂ of the whole batch's mean loss).
+    /// Forward and backward of `inp`: sets `sse` and `grads` (∂ of the whole batch's mean loss;
+    /// every weight's gradient is written by its layer's backward, the label table's here).
     pub fn run(&mut self, p: &ModelParams, g: &Geometry, w: &[f32], inp: &Inputs) {
         self.forward(p, g, w, inp);
-        self.grads.fill(0.0);
+        self.grads[p.label_table.clone()].fill(0.0);
         self.backward(p, g, w, inp);
     }
 

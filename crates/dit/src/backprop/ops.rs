@@ -1,6 +1,6 @@
 //! The row kernels of the DiT training step, each with its backward written out:
 //!
-//! - linear `y = x Wᵀ + b`: `∂x = ∂y W`, `∂W += ∂yᵀ x`, `∂b += Σ_rows ∂y`;
+//! - linear `y = x Wᵀ + b`: `∂x = ∂y W`, `∂W = ∂yᵀ x`, `∂b = Σ_rows ∂y`;
 //! - SiLU `s(x) = x σ(x)`: `s'(x) = σ(x) (1 + x (1 − σ(x)))`;
 //! - GELU (tanh): the derivative of [`crate::gelu`];
 //! - adaLN's modulated LayerNorm `y = x̂ (1 + γ) + β`, `x̂ = (x − μ) r`, `r = 1/√(σ² + ε)`:
@@ -41,7 +41,8 @@ pub(crate) enum InputGrad<'a> {
     Add(&'a mut [f32]),
 }
 
-/// Accumulates `∂W += ∂yᵀ x`, `∂b += Σ ∂y` into `grads` and writes or adds `∂x = ∂y W`.
+/// Writes `∂W = ∂yᵀ x`, `∂b = Σ ∂y` into `grads` (each layer is used once per forward, so
+/// its gradient has one contribution and needs no zeroing) and writes or adds `∂x = ∂y W`.
 pub(crate) fn linear_backward(
     p: &LinearParams,
     weights: &[f32],
@@ -57,9 +58,10 @@ pub(crate) fn linear_backward(
         (dy, Layout::Transposed),
         (x, Layout::AsIs),
         dims_w,
-        true,
+        false,
     );
     let db = &mut grads[p.b.clone()];
+    db.fill(0.0);
     for row in dy.chunks_exact(p.out) {
         for (g, d) in db.iter_mut().zip(row) {
             *g += d;
