@@ -146,6 +146,8 @@ pub struct Trainer {
     vars: FlatVars,
     /// The variables' values as the hand-written step last wrote them (read on first use).
     weights: Option<Vec<f32>>,
+    /// Whether `weights` is newer than the variables (synced by [`Trainer::sync_vars`]).
+    vars_behind: bool,
     /// Wall-clock seconds of each step [`Trainer::run`] took in this session (checkpoint
     /// writes excluded).
     pub step_seconds: Vec<f64>,
@@ -230,14 +232,18 @@ impl Trainer {
             backprop,
             vars,
             weights: None,
+            vars_behind: false,
             step_seconds: Vec::new(),
         })
     }
 
     /// Trains under candle's autograd even where the hand-written backward covers the model
     /// (the two give the same gradients to float rounding; this is for comparing them).
-    pub fn use_autograd(&mut self) {
+    pub fn use_autograd(&mut self) -> Result<()> {
+        self.sync_vars()?;
+        self.weights = None;
         self.backprop = None;
+        Ok(())
     }
 
     /// Images per second over this session's steps after the first `warmup` (step time only,
@@ -283,10 +289,23 @@ impl Trainer {
 
     /// The current (raw) weights by name.
     pub fn model_tensors(&self) -> HashMap<String, Tensor> {
+        if let (Some(w), true) = (&self.weights, self.vars_behind) {
+            return self.vars.tensors(w, "").into_iter().collect();
+        }
         named_vars(&self.varmap)
             .into_iter()
             .map(|(n, v)| (n, v.as_tensor().clone()))
             .collect()
+    }
+
+    /// Writes the hand-written steps' flat weights into the model's variables if they are
+    /// behind (done at the end of [`Trainer::run`], so `model` is current after it).
+    fn sync_vars(&mut self) -> Result<()> {
+        if let (Some(w), true) = (&self.weights, self.vars_behind) {
+            self.vars.write(w)?;
+        }
+        self.vars_behind = false;
+        Ok(())
     }
 
     /// The EMA weights by name.
@@ -331,8 +350,9 @@ impl Trainer {
         Ok(self.order.as_ref().expect("order").1[within * b..(within + 1) * b].to_vec())
     }
 
-    /// One optimisation step on `data`; returns its loss.
-    pub fn step(&mut self, data: &Dataset) -> Result<f32> {
+    /// One optimisation step on `data`; returns its loss. (The model's variables may lag the
+    /// hand-written path's flat weights until [`Trainer::run`] ends.)
+    fn step(&mut self, data: &Dataset) -> Result<f32> {
         let cfg = self.state.config.clone();
         let step = self.state.step;
         let n = cfg.train_images.map_or(data.len(), |m| m.min(data.len()));
@@ -414,10 +434,10 @@ impl Trainer {
         let x_t = x_t.flatten_all()?.to_vec1::<f32>()?;
         let noise = noise.flatten_all()?.to_vec1::<f32>()?;
         let t: Vec<f32> = t.iter().map(|&v| v as f32).collect();
-        let mut weights = match self.weights.take() {
-            Some(w) => w,
-            None => self.vars.read()?,
-        };
+        if self.weights.is_none() {
+            self.weights = Some(self.vars.read()?);
+        }
+        let weights = self.weights.as_mut().expect("weights were just read");
         let bp = self.backprop.as_mut().expect("hand-written backward");
         let batch = TrainBatch {
             x_t: &x_t,
@@ -425,18 +445,30 @@ impl Trainer {
             labels: &labels,
             target: &noise,
         };
-        let (loss, grads) = bp.loss_and_gradients(&weights, batch)?;
+        let (loss, grads) = bp.loss_and_gradients(weights, batch)?;
         ensure_finite(loss, self.state.step)?;
-        self.opt.step_flat(&mut weights, grads.values)?;
-        self.vars.write(&weights)?;
-        self.ema.update_from(self.state.step, &weights)?;
-        self.weights = Some(weights);
+        self.opt.step_flat(weights, grads.values)?;
+        self.vars_behind = true;
+        self.ema.update_from(self.state.step, weights)?;
         Ok(loss)
     }
 
     /// Trains until `config.steps`, checkpointing to `checkpoint` every `every` steps and at
-    /// the end; the bar shows the loss (mean of the last 50 steps) and images/s.
+    /// the end; the bar shows the loss (mean of the last 50 steps) and images/s. The model's
+    /// variables are current when it returns, also after an error.
     pub fn run(
+        &mut self,
+        data: &Dataset,
+        checkpoint: Option<&Path>,
+        every: u64,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let result = self.run_steps(data, checkpoint, every, bar);
+        self.sync_vars()?;
+        result
+    }
+
+    fn run_steps(
         &mut self,
         data: &Dataset,
         checkpoint: Option<&Path>,

@@ -180,7 +180,7 @@ fn hand_written_backward_trains_like_autograd() {
     let data = toy_data();
     let mut hand = Trainer::new(tiny_config(15)).unwrap();
     let mut auto = Trainer::new(tiny_config(15)).unwrap();
-    auto.use_autograd();
+    auto.use_autograd().unwrap();
     assert!(hand.uses_hand_written_backward() && !auto.uses_hand_written_backward());
     hand.run(&data, None, 0, &ProgressBar::hidden()).unwrap();
     auto.run(&data, None, 0, &ProgressBar::hidden()).unwrap();

@@ -74,6 +74,84 @@ pub fn matmul(
     }
 }
 
+/// A `rows × cols` matrix inside a slice: element `(i, j)` at `i·row_stride + j·col_stride`
+/// (a head's columns of a fused `qkv` row, a transpose, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    /// The elements the view reads.
+    pub data: &'a [f32],
+    /// Rows and columns.
+    pub shape: (usize, usize),
+    /// Row and column strides.
+    pub strides: (usize, usize),
+}
+
+impl Strided<'_> {
+    /// The last element's index + 1, checked against the slice.
+    fn check(&self, what: &str) {
+        let (r, c) = self.shape;
+        if r > 0 && c > 0 {
+            let last = (r - 1) * self.strides.0 + (c - 1) * self.strides.1;
+            assert!(last < self.data.len(), "{what} view reaches past its slice");
+        }
+    }
+}
+
+/// `c ← scale·a·b` (or `c ← c + scale·a·b` when `accumulate`) for strided views `a: m × k`,
+/// `b: k × n` and `c: m × n` (row stride `c_row_stride`, columns contiguous) starting at
+/// `c[0]`.
+///
+/// # Panics
+/// When the shapes disagree or a view reaches past its slice.
+pub fn matmul_strided(
+    (c, c_row_stride): (&mut [f32], usize),
+    a: Strided,
+    b: Strided,
+    scale: f32,
+    accumulate: bool,
+) {
+    let ((m, k), (k2, n)) = (a.shape, b.shape);
+    assert_eq!(k, k2, "inner dimensions differ");
+    a.check("lhs");
+    b.check("rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * c_row_stride + n <= c.len(),
+        "output view reaches past its slice"
+    );
+    if k == 0 {
+        assert!(accumulate, "an empty product only accumulates");
+        return;
+    }
+    // SAFETY: every index the shapes and strides address was checked to lie in its slice;
+    // `c` is borrowed mutably, so nothing else touches it.
+    unsafe {
+        gemm::gemm::<f32>(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_row_stride as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.strides.1 as isize,
+            a.strides.0 as isize,
+            b.data.as_ptr(),
+            b.strides.1 as isize,
+            b.strides.0 as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +194,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn strided_views_match_the_triple_loop() {
+        // a: 2 x 4 as columns 2..6 of rows of 9; b: 4 x 2 as the transpose of a 2 x 4 block.
+        let big = lcg_values(40, 3, -1.0, 1.0);
+        let a = Strided {
+            data: &big[2..],
+            shape: (2, 4),
+            strides: (9, 1),
+        };
+        let b = Strided {
+            data: &big[1..],
+            shape: (4, 2),
+            strides: (1, 5),
+        };
+        let mut c = vec![7.0f32; 2 * 6];
+        matmul_strided((&mut c[1..], 6), a, b, 0.5, false);
+        for i in 0..2 {
+            for j in 0..2 {
+                let want: f32 = (0..4)
+                    .map(|l| big[2 + i * 9 + l] * big[1 + l + j * 5])
+                    .sum();
+                assert!((c[1 + i * 6 + j] - 0.5 * want).abs() < 1e-5);
+            }
+        }
+        assert_eq!(c[0], 7.0, "outside the output view");
+        assert_eq!(c[3], 7.0, "between output rows");
     }
 
     #[test]

@@ -319,7 +319,7 @@ fn train(a: TrainArgs) -> Result<()> {
         Trainer::new(cfg)?
     };
     if a.autograd {
-        trainer.use_autograd();
+        trainer.use_autograd()?;
     }
     let start = trainer.state.step;
     let pb = bar(a.quiet, "steps");

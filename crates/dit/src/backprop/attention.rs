@@ -6,34 +6,8 @@
 //! ∂v = Pᵀ ∂O,  ∂P = ∂O vᵀ,  ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)),  ∂q = ∂S k / √d_h,  ∂k = ∂Sᵀ q / √d_h
 //! ```
 
+use ferrite_kernels::dense::{matmul_strided, Strided};
 use ferrite_kernels::rows::exp_nonpositive;
-
-/// `Σ a_i b_i` over eight partial sums, inlined so that a constant length unrolls it.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `y += a · x`, inlined for the same reason.
-#[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
 
 /// The shape of the attention of one worker's rows: `tokens` per sample, `heads` of `head_dim`.
 #[derive(Debug, Clone, Copy)]
@@ -52,10 +26,9 @@ impl Heads {
         1.0 / (self.head_dim as f32).sqrt()
     }
 
-    /// Columns of head `h`'s q (`part` 0), k (1) or v (2) within a `qkv` row.
-    fn cols(&self, part: usize, h: usize) -> std::ops::Range<usize> {
-        let at = part * self.width() + h * self.head_dim;
-        at..at + self.head_dim
+    /// Offset of head `h`'s q (`part` 0), k (1) or v (2) within a `qkv` row.
+    fn col(&self, part: usize, h: usize) -> usize {
+        part * self.width() + h * self.head_dim
     }
 
     /// The `[T, T]` probabilities of sample `b`, head `h` within `probs`.
@@ -66,13 +39,66 @@ impl Heads {
     }
 }
 
+/// `[T, d_h]` rows of one head inside rows of `stride` starting at `data[0]`, or their
+/// transpose.
+fn head(data: &[f32], stride: usize, (t, dh): (usize, usize), transposed: bool) -> Strided<'_> {
+    if transposed {
+        Strided {
+            data,
+            shape: (dh, t),
+            strides: (1, stride),
+        }
+    } else {
+        Strided {
+            data,
+            shape: (t, dh),
+            strides: (stride, 1),
+        }
+    }
+}
+
+/// A `[T, T]` row-major matrix, or its transpose.
+fn square(data: &[f32], t: usize, transposed: bool) -> Strided<'_> {
+    let strides = if transposed { (1, t) } else { (t, 1) };
+    Strided {
+        data,
+        shape: (t, t),
+        strides,
+    }
+}
+
 /// `out = softmax(q kᵀ/√d_h) v` for every sample and head of `qkv` (`[rows, 3D]`), saving the
 /// probabilities (`[samples, heads, T, T]`); `out` is `[rows, D]`.
 pub(crate) fn attention_forward(shape: Heads, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
-    match shape.head_dim {
-        32 => forward::<32>(shape, qkv, probs, out),
-        64 => forward::<64>(shape, qkv, probs, out),
-        _ => forward::<0>(shape, qkv, probs, out),
+    let (t, w3, w, dh) = (
+        shape.tokens,
+        3 * shape.width(),
+        shape.width(),
+        shape.head_dim,
+    );
+    let samples = qkv.len() / w3 / t;
+    for b in 0..samples {
+        let rows = &qkv[b * t * w3..];
+        for h in 0..shape.heads {
+            let p = &mut probs[shape.probs_at(b, h)];
+            let q = head(&rows[shape.col(0, h)..], w3, (t, dh), false);
+            let k_t = head(&rows[shape.col(1, h)..], w3, (t, dh), true);
+            matmul_strided((p, t), q, k_t, shape.scale(), false);
+            for row in p.chunks_exact_mut(t) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for s in row.iter_mut() {
+                    *s = exp_nonpositive(*s - max);
+                    sum += *s;
+                }
+                for s in row.iter_mut() {
+                    *s /= sum;
+                }
+            }
+            let v = head(&rows[shape.col(2, h)..], w3, (t, dh), false);
+            let o = &mut out[b * t * w + h * dh..];
+            matmul_strided((o, w), square(p, t, false), v, 1.0, false);
+        }
     }
 }
 
@@ -84,106 +110,39 @@ pub(crate) fn attention_backward(
     d_out: &[f32],
     d_qkv: &mut [f32],
 ) {
-    match shape.head_dim {
-        32 => backward::<32>(shape, qkv, probs, d_out, d_qkv),
-        64 => backward::<64>(shape, qkv, probs, d_out, d_qkv),
-        _ => backward::<0>(shape, qkv, probs, d_out, d_qkv),
-    }
-}
-
-/// The head width: `DH` when it is a compile-time constant (the common widths, so every
-/// per-head dot and `axpy` has a fixed length and is unrolled), else the runtime one (`DH = 0`).
-#[inline(always)]
-fn head_dim<const DH: usize>(shape: &Heads) -> usize {
-    if DH == 0 {
-        shape.head_dim
-    } else {
-        DH
-    }
-}
-
-fn forward<const DH: usize>(shape: Heads, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
     let (t, w3, w, dh) = (
         shape.tokens,
         3 * shape.width(),
         shape.width(),
-        head_dim::<DH>(&shape),
+        shape.head_dim,
     );
     let samples = qkv.len() / w3 / t;
-    let at = |row: usize, col: usize| row * w3 + col;
+    let mut ds = vec![0f32; t * t];
     for b in 0..samples {
-        for h in 0..shape.heads {
-            let p = &mut probs[shape.probs_at(b, h)];
-            let (qc, kc, vc) = (
-                shape.cols(0, h).start,
-                shape.cols(1, h).start,
-                shape.cols(2, h).start,
-            );
-            for i in 0..t {
-                let q = &qkv[at(b * t + i, qc)..][..dh];
-                let p = &mut p[i * t..(i + 1) * t];
-                for (j, s) in p.iter_mut().enumerate() {
-                    *s = dot(q, &qkv[at(b * t + j, kc)..][..dh]) * shape.scale();
-                }
-                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for s in p.iter_mut() {
-                    *s = exp_nonpositive(*s - max);
-                    sum += *s;
-                }
-                let o = &mut out[(b * t + i) * w + qc..][..dh];
-                o.fill(0.0);
-                for (j, s) in p.iter_mut().enumerate() {
-                    *s /= sum;
-                    axpy(*s, &qkv[at(b * t + j, vc)..][..dh], o);
-                }
-            }
-        }
-    }
-}
-
-fn backward<const DH: usize>(
-    shape: Heads,
-    qkv: &[f32],
-    probs: &[f32],
-    d_out: &[f32],
-    d_qkv: &mut [f32],
-) {
-    let (t, w3, w, dh) = (
-        shape.tokens,
-        3 * shape.width(),
-        shape.width(),
-        head_dim::<DH>(&shape),
-    );
-    let samples = qkv.len() / w3 / t;
-    let at = |row: usize, col: usize| row * w3 + col;
-    d_qkv.fill(0.0);
-    let mut dp = vec![0f32; t];
-    let scale = shape.scale();
-    for b in 0..samples {
+        let rows = &qkv[b * t * w3..];
+        let d_rows = b * t * w3;
         for h in 0..shape.heads {
             let p = &probs[shape.probs_at(b, h)];
-            let (qc, kc, vc) = (
-                shape.cols(0, h).start,
-                shape.cols(1, h).start,
-                shape.cols(2, h).start,
-            );
-            for i in 0..t {
-                let p = &p[i * t..(i + 1) * t];
-                let d_o = &d_out[(b * t + i) * w + qc..][..dh];
-                for (j, (dp, &pij)) in dp.iter_mut().zip(p).enumerate() {
-                    *dp = dot(d_o, &qkv[at(b * t + j, vc)..][..dh]);
-                    axpy(pij, d_o, &mut d_qkv[at(b * t + j, vc)..][..dh]);
-                }
-                let rowsum = dot(&dp, p);
-                let qi = b * t + i;
-                for (j, (&dp, &pij)) in dp.iter().zip(p).enumerate() {
-                    let ds = pij * (dp - rowsum) * scale;
-                    let kj = b * t + j;
-                    axpy(ds, &qkv[at(kj, kc)..][..dh], &mut d_qkv[at(qi, qc)..][..dh]);
-                    axpy(ds, &qkv[at(qi, qc)..][..dh], &mut d_qkv[at(kj, kc)..][..dh]);
+            let d_o = head(&d_out[b * t * w + h * dh..], w, (t, dh), false);
+            // ∂v = Pᵀ ∂O,  ∂P = ∂O vᵀ
+            let dv = &mut d_qkv[d_rows + shape.col(2, h)..];
+            matmul_strided((dv, w3), square(p, t, true), d_o, 1.0, false);
+            let v_t = head(&rows[shape.col(2, h)..], w3, (t, dh), true);
+            matmul_strided((&mut ds, t), d_o, v_t, 1.0, false);
+            // ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P))
+            for (ds, p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                let rowsum: f32 = ds.iter().zip(p).map(|(a, b)| a * b).sum();
+                for (d, &pij) in ds.iter_mut().zip(p) {
+                    *d = pij * (*d - rowsum);
                 }
             }
+            // ∂q = ∂S k / √d_h,  ∂k = ∂Sᵀ q / √d_h
+            let k = head(&rows[shape.col(1, h)..], w3, (t, dh), false);
+            let dq = &mut d_qkv[d_rows + shape.col(0, h)..];
+            matmul_strided((dq, w3), square(&ds, t, false), k, shape.scale(), false);
+            let q = head(&rows[shape.col(0, h)..], w3, (t, dh), false);
+            let dk = &mut d_qkv[d_rows + shape.col(1, h)..];
+            matmul_strided((dk, w3), square(&ds, t, true), q, shape.scale(), false);
         }
     }
 }
