@@ -210,7 +210,7 @@ mod tests {
             shape: (4, 2),
             strides: (1, 5),
         };
-        let mut c = vec![7.0f32; 2 * 6];
+        let mut c = [7.0f32; 2 * 6];
         matmul_strided((&mut c[1..], 6), a, b, 0.5, false);
         for i in 0..2 {
             for j in 0..2 {
