@@ -276,20 +276,7 @@ mod tests {
     use candle_nn::VarMap;
 
     fn tiny(conditioning: Conditioning, learn_sigma: bool) -> DitConfig {
-        DitConfig {
-            input_size: 8,
-            patch_size: 2,
-            in_channels: 2,
-            hidden_size: 16,
-            depth: 2,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            class_dropout_prob: 0.5,
-            num_classes: 3,
-            learn_sigma,
-            conditioning,
-            cond_dim: Some(6),
-        }
+        crate::testing::tiny_config(conditioning, learn_sigma, Some(6))
     }
 
     /// The model with every variable redrawn N(0, 0.3), so that no output is trivially zero.

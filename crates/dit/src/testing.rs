@@ -1,7 +1,31 @@
 //! Helpers for this crate's unit tests: seeded random variables and the largest difference of
 //! two tensors.
 
+use crate::{Conditioning, DitConfig};
 use candle_core::{DType, Device, Result, Tensor, Var};
+
+/// A DiT small enough for exact tests: 8x8x2 inputs, patch 2 (16 tokens), width 16, depth 2,
+/// 2 heads, 3 classes with label dropout 0.5.
+pub fn tiny_config(
+    conditioning: Conditioning,
+    learn_sigma: bool,
+    cond_dim: Option<usize>,
+) -> DitConfig {
+    DitConfig {
+        input_size: 8,
+        patch_size: 2,
+        in_channels: 2,
+        hidden_size: 16,
+        depth: 2,
+        num_heads: 2,
+        mlp_ratio: 2.0,
+        class_dropout_prob: 0.5,
+        num_classes: 3,
+        learn_sigma,
+        conditioning,
+        cond_dim,
+    }
+}
 
 /// A variable of `shape` with values uniform in [-2, 2) from a seeded LCG, cast to `dtype`.
 pub fn random(shape: &[usize], seed: u64, dtype: DType) -> Result<Var> {

@@ -22,6 +22,11 @@ impl Heads {
         self.heads * self.head_dim
     }
 
+    /// Tokens, `qkv` row width, output row width, head width.
+    fn sizes(&self) -> (usize, usize, usize, usize) {
+        (self.tokens, 3 * self.width(), self.width(), self.head_dim)
+    }
+
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
@@ -70,12 +75,7 @@ fn square(data: &[f32], t: usize, transposed: bool) -> Strided<'_> {
 /// `out = softmax(q kᵀ/√d_h) v` for every sample and head of `qkv` (`[rows, 3D]`), saving the
 /// probabilities (`[samples, heads, T, T]`); `out` is `[rows, D]`.
 pub(crate) fn attention_forward(shape: Heads, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
-    let (t, w3, w, dh) = (
-        shape.tokens,
-        3 * shape.width(),
-        shape.width(),
-        shape.head_dim,
-    );
+    let (t, w3, w, dh) = shape.sizes();
     let samples = qkv.len() / w3 / t;
     for b in 0..samples {
         let rows = &qkv[b * t * w3..];
@@ -110,12 +110,7 @@ pub(crate) fn attention_backward(
     d_out: &[f32],
     d_qkv: &mut [f32],
 ) {
-    let (t, w3, w, dh) = (
-        shape.tokens,
-        3 * shape.width(),
-        shape.width(),
-        shape.head_dim,
-    );
+    let (t, w3, w, dh) = shape.sizes();
     let samples = qkv.len() / w3 / t;
     let mut ds = vec![0f32; t * t];
     for b in 0..samples {

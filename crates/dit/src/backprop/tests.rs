@@ -10,20 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn tiny() -> DitConfig {
-    DitConfig {
-        input_size: 8,
-        patch_size: 2,
-        in_channels: 2,
-        hidden_size: 16,
-        depth: 2,
-        num_heads: 2,
-        mlp_ratio: 2.0,
-        class_dropout_prob: 0.5,
-        num_classes: 3,
-        learn_sigma: false,
-        conditioning: Conditioning::AdaLnZero,
-        cond_dim: None,
-    }
+    crate::testing::tiny_config(Conditioning::AdaLnZero, false, None)
 }
 
 /// A model with every variable redrawn uniform in ±0.5 (so no branch is zero-initialised away).
