@@ -279,22 +279,8 @@ mod tests {
         crate::testing::tiny_config(conditioning, learn_sigma, Some(6))
     }
 
-    /// The model with every variable redrawn N(0, 0.3), so that no output is trivially zero.
     fn random_dit(cfg: &DitConfig, seed: u64) -> (DiT, VarMap) {
-        let vm = VarMap::new();
-        let dit = DiT::new(cfg, seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu)).unwrap();
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
-        names.sort();
-        for name in names {
-            let var = vm.data().lock().unwrap()[&name].clone();
-            let values: Vec<f32> = (0..var.elem_count())
-                .map(|_| rng.gen_range(-0.5f32..0.5))
-                .collect();
-            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
-                .unwrap();
-        }
-        (dit, vm)
+        crate::testing::random_dit(cfg, seed)
     }
 
     fn inputs(b: usize, cfg: &DitConfig) -> (Tensor, Tensor, Tensor, Tensor) {

@@ -1,8 +1,12 @@
 //! Helpers for this crate's unit tests: seeded random variables and the largest difference of
 //! two tensors.
 
-use crate::{Conditioning, DitConfig};
+use crate::init::seeded_var_builder;
+use crate::{Conditioning, DiT, DitConfig};
 use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::VarMap;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// A DiT small enough for exact tests: 8x8x2 inputs, patch 2 (16 tokens), width 16, depth 2,
 /// 2 heads, 3 classes with label dropout 0.5.
@@ -25,6 +29,29 @@ pub fn tiny_config(
         conditioning,
         cond_dim,
     }
+}
+
+/// `cfg`'s model with every variable (in name order) redrawn uniform in ±0.5 from `seed`, so
+/// that no branch is zero-initialised away.
+pub fn random_dit(cfg: &DitConfig, seed: u64) -> (DiT, VarMap) {
+    let vm = VarMap::new();
+    let dit = DiT::new(cfg, seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu)).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for (_, var) in sorted_vars(&vm) {
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.gen_range(-0.5f32..0.5))
+            .collect();
+        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    (dit, vm)
+}
+
+/// The variables of `vm`, sorted by name.
+pub fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
+    let mut vars: Vec<(String, Var)> = vm.data().lock().unwrap().clone().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
 }
 
 /// A variable of `shape` with values uniform in [-2, 2) from a seeded LCG, cast to `dtype`.

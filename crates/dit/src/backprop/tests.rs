@@ -1,10 +1,8 @@
 //! The hand-written step against candle's autograd of [`crate::DiT`] on the same weights.
 
 use super::*;
-use crate::init::seeded_var_builder;
 use crate::{Condition, DiT};
-use candle_core::{DType, Var};
-use candle_nn::VarMap;
+use candle_core::Var;
 use ferrite_kernels::pool::Pool;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -13,21 +11,11 @@ fn tiny() -> DitConfig {
     crate::testing::tiny_config(Conditioning::AdaLnZero, false, None)
 }
 
-/// A model with every variable redrawn uniform in ±0.5 (so no branch is zero-initialised away).
+/// A model with every variable redrawn (so no branch is zero-initialised away), and its
+/// variables in name order.
 fn random_model(cfg: &DitConfig, seed: u64) -> (DiT, Vec<(String, Var)>) {
-    let vm = VarMap::new();
-    let dit = DiT::new(cfg, seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu)).unwrap();
-    let mut vars: Vec<(String, Var)> = vm.data().lock().unwrap().clone().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut rng = StdRng::seed_from_u64(seed);
-    for (_, var) in &vars {
-        let v: Vec<f32> = (0..var.elem_count())
-            .map(|_| rng.gen_range(-0.5..0.5))
-            .collect();
-        var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
-    (dit, vars)
+    let (dit, vm) = crate::testing::random_dit(cfg, seed);
+    (dit, crate::testing::sorted_vars(&vm))
 }
 
 fn layout_of(vars: &[(String, Var)]) -> ParamLayout {
