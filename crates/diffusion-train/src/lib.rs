@@ -6,7 +6,8 @@
 //!   classifier-free guidance), resumable from atomic [`checkpoint`]s with counter-based
 //!   [`seeded`] randomness, so a resumed run reproduces an uninterrupted one.
 //! * [`sampling`]: class-conditional samples from a checkpoint through `ferrite-diffusion`'s
-//!   samplers (DDPM / DDIM, respacing, guidance).
+//!   samplers (DDPM / DDIM, respacing, guidance), the network run by [`hand_forward`] where the
+//!   hand-written pass covers it.
 //! * [`classifier`], [`fid`], [`evaluate`]: a small CNN trained here, the classifier-feature FID
 //!   on its penultimate features and the class accuracy of samples.
 //! * [`grid`], [`loss_plot`]: PNG outputs.
@@ -20,6 +21,7 @@ pub mod fashion_mnist;
 pub mod fid;
 pub mod flat_vars;
 pub mod grid;
+pub mod hand_forward;
 pub mod loss_plot;
 pub mod sampling;
 pub mod seeded;

@@ -4,6 +4,7 @@
 //! DiT `forward_with_cfg`, here on the ε channels).
 
 use crate::checkpoint::Checkpoint;
+use crate::hand_forward::HandForward;
 use crate::seeded::{rng, Stream};
 use crate::train::{training_schedule, TrainState};
 use anyhow::{bail, ensure, Context, Result};
@@ -113,6 +114,8 @@ pub struct LoadedModel {
     pub state: TrainState,
     /// A text-conditioned model's caption embedder and class-name table.
     pub text: Option<(TextEmbedder, Tensor)>,
+    /// The same weights for the hand-written forward, where it covers the design.
+    pub hand: Option<HandForward>,
 }
 
 impl LoadedModel {
@@ -136,6 +139,8 @@ pub fn load_model(path: &Path, ema: bool) -> Result<LoadedModel> {
     let state: TrainState = serde_json::from_value(ck.state.clone())
         .with_context(|| format!("{} holds no training state", path.display()))?;
     let group = ck.group(if ema { "ema" } else { "model" })?.clone();
+    // Where the hand-written forward does not cover the design, candle's alone serves.
+    let hand = HandForward::new(&state.config.dit, &group).ok();
     let vb = VarBuilder::from_tensors(group, DType::F32, &Device::Cpu);
     let model = DiT::new(&state.config.dit, vb)
         .with_context(|| format!("building the DiT of {}", path.display()))?;
@@ -145,7 +150,12 @@ pub fn load_model(path: &Path, ema: bool) -> Result<LoadedModel> {
         .as_ref()
         .map(|t| t.class_table())
         .transpose()?;
-    Ok(LoadedModel { model, state, text })
+    Ok(LoadedModel {
+        model,
+        state,
+        text,
+        hand,
+    })
 }
 
 /// `per_class` labels of each of `classes` classes, class-major (grid rows).
@@ -159,10 +169,12 @@ pub fn class_major_labels(classes: usize, per_class: usize) -> Vec<u32> {
 /// `seeded::rng(seed, Sampling, k)`. Returns `[N, C, H, W]` in [-1, 1]. `on_step` is called
 /// after every denoising step of every batch. With a `table` `[K, L, width]` (a text-conditioned
 /// model: class names or captions) label `i` stands for row `i` of it, fed as a sequence
-/// condition; otherwise labels are class ids.
+/// condition; otherwise labels are class ids, and with `hand` the network runs through the
+/// hand-written forward (same numbers to float rounding, faster) instead of candle's.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_labels(
     model: &DiT,
+    mut hand: Option<&mut HandForward>,
     opts: &SamplerOptions,
     num_train_timesteps: usize,
     labels: &[u32],
@@ -196,7 +208,13 @@ pub fn sample_labels(
         };
         let mut r = rng(seed, Stream::Sampling, k as u64);
         let x_t = gaussian_noise(&[b, shape[1], shape[2], shape[3]], DType::F32, &dev, &mut r)?;
+        let mut hand = hand.as_deref_mut().filter(|_| table.is_none());
         let denoise = |x: &Tensor, t: usize| -> candle_core::Result<Tensor> {
+            if let Some(h) = hand.as_deref_mut() {
+                return h
+                    .predict(x, t, chunk, opts.guidance_scale)
+                    .map_err(candle_core::Error::wrap);
+            }
             let tt = Tensor::full(t as f32, b, &dev)?;
             if opts.guidance_scale == 1.0 {
                 model.forward_with_drop(x, &tt, condition, None)

@@ -43,7 +43,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// `e^x` for `x ≤ 0` (softmax arguments after subtracting the row maximum), in a form the
-/// compiler vectorises: `e^x = 2^n · e^r` with `n = round(x·log₂e)`, `r = x − n·ln 2` (two-part
+/// compiler vectorises: `e^x = 2^n · e^r` with `n = round(x·log₂e)` (ties to even), `r = x − n·ln 2` (two-part
 /// ln 2), `e^r` by its degree-7 Taylor polynomial (|r| ≤ ln2/2: relative error < 1e-8, below
 /// f32's half-ulp), `2^n` built in the exponent bits. Below −87 (under f32's normal range) it
 /// returns 0; `-∞` gives 0.
@@ -52,7 +52,7 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let xc = x.max(-87.0);
-    let n = (xc * std::f32::consts::LOG2_E).round();
+    let n = (xc * std::f32::consts::LOG2_E).round_ties_even();
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -60,7 +60,11 @@ pub fn exp_nonpositive(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // SAFETY: `n` is a whole number in [−126, 0] (`xc` is in [−87, 0]; a NaN `x` gives
+    // `xc = −87`), so the unchecked conversion is exact, and it vectorises where the
+    // saturating `as` cast is done lane by lane.
+    let n_int = unsafe { n.to_int_unchecked::<i32>() };
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -88,6 +92,20 @@ pub fn swiglu_rows(gate: &mut [f32], up: &[f32], cols: usize, pool: &Pool) {
             *g = silu(*g) * u;
         }
     });
+}
+
+/// `Σ x_i` with sixteen independent partial sums (vectorised, like [`dot`]).
+#[inline]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for k in 0..16 {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `Σ x_i` in f64 with eight independent partial sums (vectorised).
@@ -235,6 +253,15 @@ mod tests {
 
     fn lcg(n: usize, seed: u64) -> Vec<f32> {
         crate::testing::lcg_values(n, seed, -2.0, 2.0)
+    }
+
+    #[test]
+    fn sum_matches_plain_sum_on_odd_lengths() {
+        for n in [0, 1, 15, 16, 17, 100, 129] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let plain: f64 = x.iter().map(|&v| v as f64).sum();
+            assert!((sum(&x) as f64 - plain).abs() < 1e-4, "n = {n}");
+        }
     }
 
     #[test]

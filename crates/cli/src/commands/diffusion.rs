@@ -146,6 +146,10 @@ struct SamplerFlags {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Run the network through candle's forward instead of the hand-written one (the same
+    /// numbers to float rounding; for comparison).
+    #[arg(long)]
+    candle_forward: bool,
 }
 
 impl SamplerFlags {
@@ -386,7 +390,7 @@ fn sample_classes(
     captions: &[String],
     quiet: bool,
 ) -> Result<ClassSamples> {
-    let loaded = load_model(checkpoint, !sampler.no_ema)?;
+    let mut loaded = load_model(checkpoint, !sampler.no_ema)?;
     let opts = sampler.options();
     let caption_table = if captions.is_empty() {
         None
@@ -394,13 +398,16 @@ fn sample_classes(
         let c: Vec<&str> = captions.iter().map(String::as_str).collect();
         Some(loaded.caption_table(&c)?)
     };
-    let table = caption_table.as_ref().or(loaded.class_table());
+    let class_table = loaded.text.as_ref().map(|(_, t)| t);
+    let table = caption_table.as_ref().or(class_table);
     let rows = caption_table.as_ref().map_or(NUM_CLASSES, |t| t.dims()[0]);
     let labels = class_major_labels(rows, per_class);
     let pb = sampling_bar(quiet, labels.len(), &opts, sampler.batch);
     let t0 = Instant::now();
+    let hand = loaded.hand.as_mut().filter(|_| !sampler.candle_forward);
     let x = sample_labels(
         &loaded.model,
+        hand,
         &opts,
         loaded.state.config.num_train_timesteps,
         &labels,

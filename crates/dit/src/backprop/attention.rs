@@ -7,7 +7,7 @@
 //! ```
 
 use ferrite_kernels::dense::{matmul_strided, Strided};
-use ferrite_kernels::rows::exp_nonpositive;
+use ferrite_kernels::rows::{dot, exp_nonpositive, sum};
 
 /// The shape of the attention of one worker's rows: `tokens` per sample, `heads` of `head_dim`.
 #[derive(Debug, Clone, Copy)]
@@ -86,13 +86,12 @@ pub(crate) fn attention_forward(shape: Heads, qkv: &[f32], probs: &mut [f32], ou
             matmul_strided((p, t), q, k_t, shape.scale(), false);
             for row in p.chunks_exact_mut(t) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
                 for s in row.iter_mut() {
                     *s = exp_nonpositive(*s - max);
-                    sum += *s;
                 }
+                let total = sum(row);
                 for s in row.iter_mut() {
-                    *s /= sum;
+                    *s /= total;
                 }
             }
             let v = head(&rows[shape.col(2, h)..], w3, (t, dh), false);
@@ -126,7 +125,7 @@ pub(crate) fn attention_backward(
             matmul_strided((&mut ds, t), d_o, v_t, 1.0, false);
             // ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P))
             for (ds, p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                let rowsum: f32 = ds.iter().zip(p).map(|(a, b)| a * b).sum();
+                let rowsum = dot(ds, p);
                 for (d, &pij) in ds.iter_mut().zip(p) {
                     *d = pij * (*d - rowsum);
                 }

@@ -4,6 +4,7 @@
 //! allocated once and reused every step, with the batch split across threads (each worker runs
 //! forward and backward on its samples; the gradients are summed). Every operation's backward
 //! is stated in the file that implements it ([`ops`], [`attention`], [`block`], [`model`]).
+//! The same forward serves sampling on its own ([`DitBackprop::predict_noise_on`]).
 //!
 //! Scope: the default design (adaLN-Zero, class labels, fixed Σ); the other designs of §3.2,
 //! sequence conditions and learned Σ train under the general autograd ([`supports`] says
@@ -22,7 +23,7 @@ use crate::pos_embed::sincos_2d;
 use crate::timestep_embedder::timestep_frequencies;
 use anyhow::{bail, ensure, Result};
 use candle_core::{Device, Tensor};
-use model::{Geometry, Inputs, ModelParams, Worker};
+use model::{Geometry, Inputs, ModelParams, Target, Worker};
 use std::sync::Mutex;
 
 /// Whether [`DitBackprop`] trains `cfg`; the error names what it does not cover.
@@ -68,7 +69,7 @@ pub struct Gradients<'a> {
     pub values: &'a [f32],
 }
 
-/// The training step of an adaLN-Zero DiT with its backward written out.
+/// The training step of an adaLN-Zero DiT with its backward written out, and its forward alone.
 pub struct DitBackprop {
     layout: ParamLayout,
     params: ModelParams,
@@ -77,7 +78,14 @@ pub struct DitBackprop {
     pos: Vec<f32>,
     workers: Vec<Mutex<Worker>>,
     grads: Vec<f32>,
+    /// Forward-only workers of [`DitBackprop::predict_noise_on`], one list per thread (one
+    /// worker per piece size it has met).
+    predictors: Vec<Mutex<Vec<Worker>>>,
 }
+
+/// Samples per piece of a forward-only batch: the row count of a training step's worker, where
+/// the products run at full speed and the activations stay in cache.
+const PREDICT_PIECE: usize = 32;
 
 impl DitBackprop {
     /// The step for `cfg` with its weights laid out as `layout` (the model's variables).
@@ -96,6 +104,7 @@ impl DitBackprop {
             depth: cfg.depth,
             pos,
             workers: Vec::new(),
+            predictors: Vec::new(),
         })
     }
 
@@ -146,35 +155,13 @@ impl DitBackprop {
         pool: &ferrite_kernels::pool::Pool,
     ) -> Result<(f32, Gradients<'_>)> {
         let g = self.geometry;
-        let b = batch.t.len();
-        ensure!(b > 0, "empty batch");
+        let b = self.check_inputs(weights, batch.x_t, batch.t, batch.labels)?;
         ensure!(
-            weights.len() == self.layout.len(),
-            "{} weights for a layout of {}",
-            weights.len(),
-            self.layout.len()
-        );
-        ensure!(
-            batch.x_t.len() == b * g.pixels()
-                && batch.target.len() == b * g.pixels()
-                && batch.labels.len() == b,
-            "a batch of {b} needs {b} labels and {b} images of {} values",
+            batch.target.len() == b * g.pixels(),
+            "a batch of {b} needs {b} targets of {} values",
             g.pixels()
         );
-        if let Some(&y) = batch
-            .labels
-            .iter()
-            .find(|&&y| y as usize >= g.classes_with_null)
-        {
-            bail!(
-                "label {y} is outside the {} rows of the label table",
-                g.classes_with_null
-            );
-        }
-        let t = Tensor::from_slice(batch.t, b, &Device::Cpu)?;
-        let freq = timestep_frequencies(&t, FREQUENCY_EMBEDDING_SIZE, 10000.0)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let freq = timestep_features(batch.t)?;
         self.ensure_workers(b, pool.threads());
         let n = self.workers.len();
         let (px, f) = (g.pixels(), FREQUENCY_EMBEDDING_SIZE);
@@ -185,44 +172,149 @@ impl DitBackprop {
                 x_t: &batch.x_t[lo * px..hi * px],
                 freq: &freq[lo * f..hi * f],
                 labels: &batch.labels[lo..hi],
-                target: &batch.target[lo * px..hi * px],
                 pos,
+            };
+            let target = Target {
+                eps: &batch.target[lo * px..hi * px],
                 loss_elements: b * px,
             };
             let mut w = workers[i].lock().expect("DiT backprop worker");
-            w.run(params, &g, weights, &inputs);
+            w.run(params, &g, weights, &inputs, &target);
         });
-        let locked: Vec<_> = self
+        let mut locked: Vec<_> = self
             .workers
             .iter()
             .map(|w| w.lock().expect("DiT backprop worker"))
             .collect();
         let sse: f64 = locked.iter().map(|w| w.sse).sum();
-        // Σ over workers, split over the pool by element ranges.
-        let k = self.grads.len().div_ceil(pool.threads()).max(1);
-        let pieces: Vec<Mutex<(usize, &mut [f32])>> = self
-            .grads
-            .chunks_mut(k)
-            .enumerate()
-            .map(|(i, c)| Mutex::new((i * k, c)))
-            .collect();
-        pool.run(pieces.len(), &|i| {
-            let mut piece = pieces[i].lock().expect("gradient piece");
-            let (at, out) = &mut *piece;
-            out.copy_from_slice(&locked[0].grads[*at..*at + out.len()]);
-            for w in &locked[1..] {
-                for (acc, v) in out.iter_mut().zip(&w.grads[*at..]) {
-                    *acc += v;
+        // Σ over workers into the first one's buffer, split over the pool by element ranges,
+        // then that buffer is swapped out (the workers overwrite every gradient each step).
+        let (first, rest) = locked.split_first_mut().expect("at least one worker");
+        if !rest.is_empty() {
+            let k = first.grads.len().div_ceil(pool.threads()).max(1);
+            let pieces: Vec<Mutex<(usize, &mut [f32])>> = first
+                .grads
+                .chunks_mut(k)
+                .enumerate()
+                .map(|(i, c)| Mutex::new((i * k, c)))
+                .collect();
+            pool.run(pieces.len(), &|i| {
+                let mut piece = pieces[i].lock().expect("gradient piece");
+                let (at, out) = &mut *piece;
+                for w in rest.iter() {
+                    for (acc, v) in out.iter_mut().zip(&w.grads[*at..]) {
+                        *acc += v;
+                    }
                 }
-            }
-        });
-        drop(pieces);
+            });
+        }
+        std::mem::swap(&mut self.grads, &mut first.grads);
+        drop(locked);
         let grads = Gradients {
             layout: &self.layout,
             values: &self.grads,
         };
         Ok(((sse / (b * px) as f64) as f32, grads))
     }
+
+    /// `ε_θ(x_t, t, y)` of a batch (`[B, C, H, W]` flattened) through the forward pass alone,
+    /// for sampling: the batch is cut into pieces of about 32 samples, shared out over `pool`.
+    /// Labels are class ids, the null class for the unconditional half of guidance.
+    pub fn predict_noise_on(
+        &mut self,
+        weights: &[f32],
+        x_t: &[f32],
+        t: &[f32],
+        labels: &[u32],
+        pool: &ferrite_kernels::pool::Pool,
+    ) -> Result<Vec<f32>> {
+        let g = self.geometry;
+        let b = self.check_inputs(weights, x_t, t, labels)?;
+        let freq = timestep_features(t)?;
+        let (px, f) = (g.pixels(), FREQUENCY_EMBEDDING_SIZE);
+        let pieces = b.div_ceil(PREDICT_PIECE);
+        let bounds = |k: usize| (k * b / pieces, (k + 1) * b / pieces);
+        let threads = pool.threads().clamp(1, pieces);
+        if self.predictors.len() < threads {
+            self.predictors
+                .resize_with(threads, || Mutex::new(Vec::new()));
+        }
+        let mut eps = vec![0f32; b * px];
+        let mut rest = eps.as_mut_slice();
+        let mut outputs = Vec::with_capacity(pieces);
+        for k in 0..pieces {
+            let (lo, hi) = bounds(k);
+            let (piece, tail) = rest.split_at_mut((hi - lo) * px);
+            outputs.push(Mutex::new(piece));
+            rest = tail;
+        }
+        let (params, pos, depth) = (&self.params, &self.pos, self.depth);
+        let predictors = &self.predictors;
+        pool.run(threads, &|i| {
+            let mut cache = predictors[i].lock().expect("DiT forward worker");
+            for k in (i..pieces).step_by(threads) {
+                let (lo, hi) = bounds(k);
+                let n = hi - lo;
+                let at = match cache.iter().position(|w| w.samples == n) {
+                    Some(at) => at,
+                    None => {
+                        cache.push(Worker::new(&g, depth, n, 0));
+                        cache.len() - 1
+                    }
+                };
+                let inputs = Inputs {
+                    x_t: &x_t[lo * px..hi * px],
+                    freq: &freq[lo * f..hi * f],
+                    labels: &labels[lo..hi],
+                    pos,
+                };
+                let mut out = outputs[k].lock().expect("DiT forward output");
+                cache[at].predict(params, &g, weights, &inputs, &mut out);
+            }
+        });
+        drop(outputs);
+        Ok(eps)
+    }
+
+    /// The batch size of `x_t`, `t`, `labels`, checked against each other, the weights and the
+    /// label table.
+    fn check_inputs(
+        &self,
+        weights: &[f32],
+        x_t: &[f32],
+        t: &[f32],
+        labels: &[u32],
+    ) -> Result<usize> {
+        let g = self.geometry;
+        let b = t.len();
+        ensure!(b > 0, "empty batch");
+        ensure!(
+            weights.len() == self.layout.len(),
+            "{} weights for a layout of {}",
+            weights.len(),
+            self.layout.len()
+        );
+        ensure!(
+            x_t.len() == b * g.pixels() && labels.len() == b,
+            "a batch of {b} needs {b} labels and {b} images of {} values",
+            g.pixels()
+        );
+        if let Some(&y) = labels.iter().find(|&&y| y as usize >= g.classes_with_null) {
+            bail!(
+                "label {y} is outside the {} rows of the label table",
+                g.classes_with_null
+            );
+        }
+        Ok(b)
+    }
+}
+
+/// The sinusoidal features of the timesteps (`[B, 256]` flattened).
+fn timestep_features(t: &[f32]) -> Result<Vec<f32>> {
+    let t = Tensor::from_slice(t, t.len(), &Device::Cpu)?;
+    Ok(timestep_frequencies(&t, FREQUENCY_EMBEDDING_SIZE, 10000.0)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ impl ModelParams {
     }
 }
 
-/// One worker's samples of a step.
+/// The model's inputs for one worker's samples.
 pub(crate) struct Inputs<'a> {
     /// `x_t`, `[b, C, H, W]`.
     pub x_t: &'a [f32],
@@ -120,10 +120,14 @@ pub(crate) struct Inputs<'a> {
     pub freq: &'a [f32],
     /// Labels, the null class where dropped.
     pub labels: &'a [u32],
-    /// The regression target ε, `[b, C, H, W]`.
-    pub target: &'a [f32],
     /// Fixed sin-cos position embedding `[T, D]`.
     pub pos: &'a [f32],
+}
+
+/// What the loss compares the output with.
+pub(crate) struct Target<'a> {
+    /// The regression target ε, `[b, C, H, W]`.
+    pub eps: &'a [f32],
     /// Elements the loss is averaged over (the whole batch's pixels).
     pub loss_elements: usize,
 }
@@ -160,6 +164,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Buffers for `samples`; `params` gradient slots (0 for a forward-only worker).
     pub fn new(g: &Geometry, depth: usize, samples: usize, params: usize) -> Self {
         let dims = g.dims(samples);
         let (r, d, b) = (samples * g.tokens(), g.d, samples);
@@ -195,10 +200,30 @@ impl Worker {
 
     /// Forward and backward of `inp`: sets `sse` and `grads` (∂ of the whole batch's mean loss;
     /// every weight's gradient is written by its layer's backward, the label table's here).
-    pub fn run(&mut self, p: &ModelParams, g: &Geometry, w: &[f32], inp: &Inputs) {
+    pub fn run(&mut self, p: &ModelParams, g: &Geometry, w: &[f32], inp: &Inputs, y: &Target) {
         self.forward(p, g, w, inp);
+        self.loss_gradient(g, y);
         self.grads[p.label_table.clone()].fill(0.0);
         self.backward(p, g, w, inp);
+    }
+
+    /// The forward pass alone: writes `ε_θ(x_t, t, y)` (unpatchified, `[b, C, H, W]`) to `eps`.
+    pub fn predict(
+        &mut self,
+        p: &ModelParams,
+        g: &Geometry,
+        w: &[f32],
+        inp: &Inputs,
+        eps: &mut [f32],
+    ) {
+        self.forward(p, g, w, inp);
+        let (t, pw, px) = (g.tokens(), g.patch_width(), g.pixels());
+        for (r, out) in self.out.chunks_exact(pw).enumerate() {
+            let image = &mut eps[r / t * px..][..px];
+            for (f, &o) in out.iter().enumerate() {
+                image[g.pixel(r % t, f, true)] = o;
+            }
+        }
     }
 
     fn forward(&mut self, p: &ModelParams, g: &Geometry, w: &[f32], inp: &Inputs) {
@@ -252,15 +277,19 @@ impl Worker {
             &mut self.final_h,
         );
         linear_forward(&p.final_linear, w, &self.final_h, &mut self.out);
-        // unpatchify + L_simple: ∂L/∂out = 2 (ε_θ − ε) / N
-        let scale = 2.0 / inp.loss_elements as f32;
+    }
+
+    /// Unpatchify + `L_simple`: the squared error and `∂L/∂out = 2 (ε_θ − ε) / N`.
+    fn loss_gradient(&mut self, g: &Geometry, y: &Target) {
+        let (t, pw, px) = (g.tokens(), g.patch_width(), g.pixels());
+        let scale = 2.0 / y.loss_elements as f32;
         self.sse = 0.0;
         let rows = self
             .out
             .chunks_exact(pw)
             .zip(self.d_out.chunks_exact_mut(pw));
         for (r, (out, d_out)) in rows.enumerate() {
-            let target = &inp.target[r / t * px..][..px];
+            let target = &y.eps[r / t * px..][..px];
             for (f, (&o, d_o)) in out.iter().zip(d_out).enumerate() {
                 let diff = o - target[g.pixel(r % t, f, true)];
                 self.sse += (diff * diff) as f64;

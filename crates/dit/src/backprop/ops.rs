@@ -12,6 +12,7 @@ use super::layout::{Chunk, LinearParams};
 use crate::config::LAYER_NORM_EPS;
 use crate::gelu::{gelu_f32, gelu_grad_f32};
 use ferrite_kernels::dense::{matmul, Layout};
+use ferrite_kernels::rows::{dot, sum};
 
 /// `y = x Wᵀ + b` over the rows of `x` (`[rows, inp]` to `[rows, out]`).
 pub(crate) fn linear_forward(p: &LinearParams, weights: &[f32], x: &[f32], y: &mut [f32]) {
@@ -130,16 +131,19 @@ pub(crate) fn modulated_norm_forward(
     let d = shift.d;
     let rows = x.chunks_exact(d).zip(saved.xhat.chunks_exact_mut(d));
     for (r, ((x, xhat), y)) in rows.zip(y.chunks_exact_mut(d)).enumerate() {
-        let mean = x.iter().sum::<f32>() / d as f32;
-        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let mean = sum(x) / d as f32;
+        for (h, &x) in xhat.iter_mut().zip(x) {
+            *h = x - mean;
+        }
+        let var = dot(xhat, xhat) / d as f32;
         let rstd = 1.0 / (var + LAYER_NORM_EPS as f32).sqrt();
         saved.rstd[r] = rstd;
         let (sh, sc) = (
             shift.of(modulation, r / tokens),
             scale.of(modulation, r / tokens),
         );
-        for ((((h, y), &x), &s), &c) in xhat.iter_mut().zip(y.iter_mut()).zip(x).zip(sh).zip(sc) {
-            *h = (x - mean) * rstd;
+        for (((h, y), &s), &c) in xhat.iter_mut().zip(y.iter_mut()).zip(sh).zip(sc) {
+            *h *= rstd;
             *y = *h * (1.0 + c) + s;
         }
     }
@@ -169,13 +173,10 @@ pub(crate) fn modulated_norm_backward(
         for (acc, &dy) in shift.of_mut(d_modulation, b).iter_mut().zip(dy) {
             *acc += dy;
         }
-        let (mut mean_g, mut mean_gx) = (0f32, 0f32);
-        for (((g, &dy), &c), &h) in g.iter_mut().zip(dy).zip(scale.of(modulation, b)).zip(xhat) {
+        for ((g, &dy), &c) in g.iter_mut().zip(dy).zip(scale.of(modulation, b)) {
             *g = dy * (1.0 + c);
-            mean_g += *g;
-            mean_gx += *g * h;
         }
-        let (mean_g, mean_gx) = (mean_g / d as f32, mean_gx / d as f32);
+        let (mean_g, mean_gx) = (sum(&g) / d as f32, dot(&g, xhat) / d as f32);
         for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {
             *dx += rstd[r] * (g - mean_g - h * mean_gx);
         }

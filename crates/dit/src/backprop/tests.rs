@@ -97,24 +97,35 @@ fn autograd(dit: &DiT, vars: &[(String, Var)], cfg: &DitConfig, c: &Case) -> (f3
     (loss.to_scalar().unwrap(), per_var)
 }
 
-fn ours(cfg: &DitConfig, vars: &[(String, Var)], c: &Case, pool: &Pool) -> (f32, Vec<f32>) {
-    let mut step = DitBackprop::new(cfg, layout_of(vars)).unwrap();
-    let labels: Vec<u32> = c
-        .labels
+fn labels_with_drop(cfg: &DitConfig, c: &Case) -> Vec<u32> {
+    let null = cfg.num_classes as u32;
+    c.labels
         .iter()
         .zip(&c.drop)
-        .map(|(&y, &d)| if d { cfg.num_classes as u32 } else { y })
-        .collect();
-    let batch = TrainBatch {
-        x_t: &c.x_t,
-        t: &c.t,
-        labels: &labels,
-        target: &c.target,
+        .map(|(&y, &d)| if d { null } else { y })
+        .collect()
+}
+
+/// The step on `c`, run after two steps on another batch of the same size, so that gradients
+/// left in the reused (and swapped) buffers by earlier steps would show.
+fn ours(cfg: &DitConfig, vars: &[(String, Var)], c: &Case, pool: &Pool) -> (f32, Vec<f32>) {
+    let mut step = DitBackprop::new(cfg, layout_of(vars)).unwrap();
+    let weights = flat_weights(vars);
+    let earlier = case(cfg, c.t.len(), 99);
+    let mut loss_and_grads = |c: &Case| {
+        let labels = labels_with_drop(cfg, c);
+        let batch = TrainBatch {
+            x_t: &c.x_t,
+            t: &c.t,
+            labels: &labels,
+            target: &c.target,
+        };
+        let (loss, g) = step.loss_and_gradients_on(&weights, batch, pool).unwrap();
+        (loss, g.values.to_vec())
     };
-    let (loss, g) = step
-        .loss_and_gradients_on(&flat_weights(vars), batch, pool)
-        .unwrap();
-    (loss, g.values.to_vec())
+    loss_and_grads(&earlier);
+    loss_and_grads(&earlier);
+    loss_and_grads(c)
 }
 
 #[test]
@@ -191,4 +202,58 @@ fn unsupported_designs_and_bad_batches_are_errors() {
     assert!(step.loss_and_gradients_on(&w[1..], batch, &pool).is_err());
     let missing = ParamLayout::new(vec![("x_embedder.proj.weight".into(), vec![16, 2, 2, 2])]);
     assert!(DitBackprop::new(&cfg, missing).is_err());
+}
+
+#[test]
+fn forward_only_prediction_equals_the_candle_forward_in_any_piece_split() {
+    let cfg = tiny();
+    let (dit, vars) = random_model(&cfg, 3);
+    let weights = flat_weights(&vars);
+    let px = cfg.in_channels * cfg.input_size * cfg.input_size;
+    // 37 samples: two pieces of 18 and 19; 5: one piece smaller than a full one.
+    for b in [37, 5] {
+        let c = case(&cfg, b, 11);
+        let dev = Device::Cpu;
+        let shape = (b, cfg.in_channels, cfg.input_size, cfg.input_size);
+        let x = Tensor::from_slice(&c.x_t, shape, &dev).unwrap();
+        let t = Tensor::from_slice(&c.t, b, &dev).unwrap();
+        let y = Tensor::new(c.labels.as_slice(), &dev).unwrap();
+        let want = dit
+            .forward_with_drop(&x, &t, Condition::Labels(&y), Some(&c.drop))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let labels = labels_with_drop(&cfg, &c);
+        let mut step = DitBackprop::new(&cfg, layout_of(&vars)).unwrap();
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            // Twice, so buffers reused from the first call cannot leak into the second.
+            for _ in 0..2 {
+                let got = step
+                    .predict_noise_on(&weights, &c.x_t, &c.t, &labels, &pool)
+                    .unwrap();
+                assert_eq!(got.len(), b * px);
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(scale > 0.0, "the candle forward is zero: vacuous");
+                assert!(
+                    diff <= 1e-5 * scale,
+                    "b {b}, {threads} threads: differs by {diff} (scale {scale})"
+                );
+            }
+        }
+        let bad = [cfg.num_classes as u32 + 1];
+        let one = &c.x_t[..px];
+        assert!(step
+            .predict_noise_on(&weights, one, &c.t[..1], &bad, &Pool::new(1))
+            .is_err());
+        assert!(step
+            .predict_noise_on(&weights, &c.x_t[1..], &c.t, &labels, &Pool::new(1))
+            .is_err());
+    }
 }
