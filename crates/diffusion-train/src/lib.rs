@@ -7,7 +7,7 @@
 //!   [`seeded`] randomness, so a resumed run reproduces an uninterrupted one.
 //! * [`sampling`]: class-conditional samples from a checkpoint through `ferrite-diffusion`'s
 //!   samplers (DDPM / DDIM, respacing, guidance), the network run by [`hand_forward`] where the
-//!   hand-written pass covers it.
+//!   hand-written pass covers it, finished batches kept by [`sample_shards`] so long runs resume.
 //! * [`classifier`], [`fid`], [`evaluate`]: a small CNN trained here, the classifier-feature FID
 //!   on its penultimate features and the class accuracy of samples.
 //! * [`grid`], [`loss_plot`]: PNG outputs.
@@ -23,6 +23,7 @@ pub mod flat_vars;
 pub mod grid;
 pub mod hand_forward;
 pub mod loss_plot;
+pub mod sample_shards;
 pub mod sampling;
 pub mod seeded;
 pub mod train;

@@ -5,6 +5,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::hand_forward::HandForward;
+use crate::sample_shards::SampleShards;
 use crate::seeded::{rng, Stream};
 use crate::train::{training_schedule, TrainState};
 use anyhow::{bail, ensure, Context, Result};
@@ -170,11 +171,13 @@ pub fn class_major_labels(classes: usize, per_class: usize) -> Vec<u32> {
 /// after every denoising step of every batch. With a `table` `[K, L, width]` (a text-conditioned
 /// model: class names or captions) label `i` stands for row `i` of it, fed as a sequence
 /// condition; otherwise labels are class ids, and with `hand` the network runs through the
-/// hand-written forward (same numbers to float rounding, faster) instead of candle's.
+/// hand-written forward (same numbers to float rounding, faster) instead of candle's. With
+/// `shards`, batches finished by an earlier run are loaded from it and new ones saved to it.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_labels(
     model: &DiT,
     mut hand: Option<&mut HandForward>,
+    shards: Option<&SampleShards>,
     opts: &SamplerOptions,
     num_train_timesteps: usize,
     labels: &[u32],
@@ -200,6 +203,11 @@ pub fn sample_labels(
     let mut out = Vec::new();
     for (k, chunk) in labels.chunks(batch.max(1)).enumerate() {
         let b = chunk.len();
+        if let Some(x) = shards.map(|s| s.load(k, b)).transpose()?.flatten() {
+            (0..scheduler.timesteps().len()).for_each(|_| on_step());
+            out.push(x);
+            continue;
+        }
         let y = Tensor::new(chunk, &dev)?;
         let text = table.map(|t| conditions_for_labels(t, &y)).transpose()?;
         let condition = match &text {
@@ -223,7 +231,11 @@ pub fn sample_labels(
             }
         };
         let step = |_: usize, _: usize| on_step();
-        out.push(sample(&scheduler, x_t, denoise, &mut r, Some(&step))?);
+        let x = sample(&scheduler, x_t, denoise, &mut r, Some(&step))?;
+        if let Some(s) = shards {
+            s.save(k, &x)?;
+        }
+        out.push(x);
     }
     let x = Tensor::cat(&out, 0)?;
     let v = x.flatten_all()?.to_vec1::<f32>()?;

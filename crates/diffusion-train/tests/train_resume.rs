@@ -148,6 +148,7 @@ fn a_text_conditioned_run_trains_saves_and_samples_from_captions() {
     let x = sample_labels(
         &loaded.model,
         None,
+        None,
         &opts,
         100,
         &[0, 1, 1],
@@ -161,6 +162,7 @@ fn a_text_conditioned_run_trains_saves_and_samples_from_captions() {
     // A caption index past the table is refused with a message, not a panic.
     let err = sample_labels(
         &loaded.model,
+        None,
         None,
         &opts,
         100,
@@ -262,12 +264,23 @@ fn hand_written_forward_samples_like_candle() {
             clip_sample: true,
         };
         let run = |hand| {
-            sample_labels(&loaded.model, hand, &opts, 100, &labels, None, 4, 5, &|| {})
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
+            sample_labels(
+                &loaded.model,
+                hand,
+                None,
+                &opts,
+                100,
+                &labels,
+                None,
+                4,
+                5,
+                &|| {},
+            )
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
         };
         let want = run(None);
         let got = run(loaded.hand.as_mut());
@@ -285,5 +298,63 @@ fn hand_written_forward_samples_like_candle() {
             "{sampler:?} s={guidance}: images differ by {diff}"
         );
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A sampling run that lost a batch (killed before writing it) redraws just that batch and
+/// gives bit-identical samples; batches of another run's settings are refused.
+#[test]
+fn sampling_resumes_from_its_shards() {
+    use ferrite_diffusion_train::sample_shards::SampleShards;
+    use ferrite_diffusion_train::sampling::{
+        load_model, sample_labels, SamplerName, SamplerOptions,
+    };
+    let mut t = Trainer::new(tiny_config(10)).unwrap();
+    t.run(&toy_data(), None, 0, &ProgressBar::hidden()).unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrite-shard-run-{}", std::process::id()));
+    let ck = dir.join("labels.safetensors");
+    t.save(&ck).unwrap();
+    let mut loaded = load_model(&ck, true).unwrap();
+    let opts = SamplerOptions {
+        sampler: SamplerName::Ddpm,
+        steps: 10,
+        eta: 0.0,
+        spacing: "linspace".into(),
+        guidance_scale: 2.0,
+        clip_sample: true,
+    };
+    let labels = [0, 1, 2, 3, 0, 1, 2, 3, 0];
+    let key = serde_json::json!({"seed": 7, "labels": labels});
+    let shard_dir = dir.join("shards");
+    let mut run = |shards: &SampleShards| {
+        let hand = loaded.hand.as_mut();
+        let x = sample_labels(
+            &loaded.model,
+            hand,
+            Some(shards),
+            &opts,
+            100,
+            &labels,
+            None,
+            4,
+            7,
+            &|| {},
+        )
+        .unwrap();
+        x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let first = SampleShards::open(&shard_dir, &key).unwrap();
+    let want = run(&first);
+    assert_eq!(first.loaded(), 0);
+    std::fs::remove_file(shard_dir.join("batch-000001.safetensors")).unwrap();
+    let again = SampleShards::open(&shard_dir, &key).unwrap();
+    assert_eq!(run(&again), want, "resumed samples differ");
+    assert_eq!(
+        again.loaded(),
+        5,
+        "batches 0 and 2 (4 + 1 images) come from disk"
+    );
+    let other = serde_json::json!({"seed": 8, "labels": labels});
+    assert!(SampleShards::open(&shard_dir, &other).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,19 +19,28 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 }
 
 macro_rules! gelu_fns {
-    ($t:ty, $tanh:path, $value:ident, $grad:ident) => {
+    ($t:ty, $tanh:path, $tanh_u:ident, $value:ident, $grad:ident, $grad_given:ident) => {
+        /// `tanh u`, `u = √(2/π) (x + 0.044715 x³)`.
+        #[inline]
+        pub(crate) fn $tanh_u(x: $t) -> $t {
+            $tanh((SQRT_2_OVER_PI as $t) * (x + (CUBIC as $t) * x * x * x))
+        }
+
         #[inline]
         pub(crate) fn $value(x: $t) -> $t {
-            let u = (SQRT_2_OVER_PI as $t) * (x + (CUBIC as $t) * x * x * x);
-            0.5 * x * (1.0 + $tanh(u))
+            0.5 * x * (1.0 + $tanh_u(x))
+        }
+
+        /// `gelu'(x)` from `x` and its `tanh u` (saved by a forward pass).
+        #[inline]
+        pub(crate) fn $grad_given(x: $t, t: $t) -> $t {
+            let du = (SQRT_2_OVER_PI as $t) * (1.0 + 3.0 * (CUBIC as $t) * x * x);
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
         }
 
         #[inline]
         pub(crate) fn $grad(x: $t) -> $t {
-            let x2 = x * x;
-            let t = $tanh((SQRT_2_OVER_PI as $t) * (x + (CUBIC as $t) * x2 * x));
-            let du = (SQRT_2_OVER_PI as $t) * (1.0 + 3.0 * (CUBIC as $t) * x2);
-            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+            $grad_given(x, $tanh_u(x))
         }
     };
 }
@@ -45,8 +54,22 @@ fn tanh_f32(u: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(u)
 }
 
-gelu_fns!(f32, tanh_f32, gelu_f32, gelu_grad_f32);
-gelu_fns!(f64, f64::tanh, gelu_f64, gelu_grad_f64);
+gelu_fns!(
+    f32,
+    tanh_f32,
+    gelu_tanh_u_f32,
+    gelu_f32,
+    gelu_grad_f32,
+    gelu_grad_given_tanh_f32
+);
+gelu_fns!(
+    f64,
+    f64::tanh,
+    gelu_tanh_u_f64,
+    gelu_f64,
+    gelu_grad_f64,
+    gelu_grad_given_tanh_f64
+);
 
 struct GeluTanh;
 

@@ -10,6 +10,7 @@ use ferrite_diffusion_train::fashion_mnist::{
 };
 use ferrite_diffusion_train::grid::write_grid;
 use ferrite_diffusion_train::loss_plot::plot_loss;
+use ferrite_diffusion_train::sample_shards::SampleShards;
 use ferrite_diffusion_train::sampling::{
     class_major_labels, load_model, sample_labels, SamplerName, SamplerOptions,
 };
@@ -227,6 +228,10 @@ struct EvalArgs {
     /// Also score as many real training images (the FID floor at this sample count).
     #[arg(long)]
     baseline: bool,
+    /// Keep every finished batch of samples in this directory and reuse them when the same
+    /// evaluation is run again, so a killed run resumes where it stopped.
+    #[arg(long)]
+    shards: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -379,6 +384,8 @@ struct ClassSamples {
     opts: SamplerOptions,
     secs: f64,
     training_step: u64,
+    /// Samples taken from `--shards` rather than drawn in this run.
+    resumed: usize,
 }
 
 /// Loads a checkpoint (EMA weights unless `--no-ema`) and samples every class — or, for a
@@ -388,6 +395,7 @@ fn sample_classes(
     sampler: &SamplerFlags,
     per_class: usize,
     captions: &[String],
+    shards: Option<&std::path::Path>,
     quiet: bool,
 ) -> Result<ClassSamples> {
     let mut loaded = load_model(checkpoint, !sampler.no_ema)?;
@@ -405,9 +413,20 @@ fn sample_classes(
     let pb = sampling_bar(quiet, labels.len(), &opts, sampler.batch);
     let t0 = Instant::now();
     let hand = loaded.hand.as_mut().filter(|_| !sampler.candle_forward);
+    let shards = shards
+        .map(|dir| {
+            let key = serde_json::json!({
+                "checkpoint": checkpoint, "training_step": loaded.state.step,
+                "ema": !sampler.no_ema, "sampler": opts, "batch": sampler.batch,
+                "seed": sampler.seed, "hand_forward": hand.is_some(), "labels": labels,
+            });
+            SampleShards::open(dir, &key)
+        })
+        .transpose()?;
     let x = sample_labels(
         &loaded.model,
         hand,
+        shards.as_ref(),
         &opts,
         loaded.state.config.num_train_timesteps,
         &labels,
@@ -423,6 +442,7 @@ fn sample_classes(
         opts,
         secs: t0.elapsed().as_secs_f64(),
         training_step: loaded.state.step,
+        resumed: shards.map_or(0, |s| s.loaded()),
     })
 }
 
@@ -436,7 +456,15 @@ fn sample(a: SampleArgs) -> Result<()> {
         opts,
         secs,
         training_step,
-    } = sample_classes(&a.checkpoint, &a.sampler, a.per_class, &a.caption, a.quiet)?;
+        ..
+    } = sample_classes(
+        &a.checkpoint,
+        &a.sampler,
+        a.per_class,
+        &a.caption,
+        None,
+        a.quiet,
+    )?;
     let x = crop_center(&x, 28, 28)?;
     write_grid(&a.out, &x, a.per_class, a.scale)?;
     let ips = labels.len() as f64 / secs.max(1e-9);
@@ -515,7 +543,15 @@ fn eval(a: EvalArgs) -> Result<()> {
         opts,
         secs,
         training_step,
-    } = sample_classes(&a.checkpoint, &a.sampler, per_class, &[], a.quiet)?;
+        resumed,
+    } = sample_classes(
+        &a.checkpoint,
+        &a.sampler,
+        per_class,
+        &[],
+        a.shards.as_deref(),
+        a.quiet,
+    )?;
     let x = crop_center(&x, test.rows, test.cols)?;
     if let Some(grid) = &a.grid {
         let cols = per_class.min(10);
@@ -547,7 +583,8 @@ fn eval(a: EvalArgs) -> Result<()> {
         "class_accuracy": scores.class_accuracy,
         "classifier_test_accuracy": clf.test_accuracy,
         "sampling_seconds": secs,
-        "sampling_images_per_sec": scores.samples as f64 / secs.max(1e-9),
+        "resumed_samples": resumed,
+        "sampling_images_per_sec": (scores.samples - resumed) as f64 / secs.max(1e-9),
     });
     if a.json {
         print_json(&report)
@@ -558,7 +595,7 @@ fn eval(a: EvalArgs) -> Result<()> {
             scores.samples,
             scores.classifier_fid,
             scores.class_accuracy,
-            scores.samples as f64 / secs.max(1e-9)
+            (scores.samples - resumed) as f64 / secs.max(1e-9)
         );
         if let Some(b) = baseline {
             println!(

@@ -50,10 +50,11 @@ pub(crate) struct BlockActivations {
     a: Vec<f32>,    // proj output, [R, D]
     xhat2: Vec<f32>,
     rstd2: Vec<f32>,
-    h2: Vec<f32>, // modulated LN2, [R, D]
-    f1: Vec<f32>, // fc1 output, [R, M]
-    g: Vec<f32>,  // GELU output, [R, M]
-    m: Vec<f32>,  // fc2 output, [R, D]
+    h2: Vec<f32>,     // modulated LN2, [R, D]
+    f1: Vec<f32>,     // fc1 output, [R, M]
+    tanh_u: Vec<f32>, // GELU's tanh, [R, M]
+    g: Vec<f32>,      // GELU output, [R, M]
+    m: Vec<f32>,      // fc2 output, [R, D]
 }
 
 /// Scratch buffers of the backward pass, shared by all blocks of a worker.
@@ -106,6 +107,7 @@ impl BlockActivations {
             rstd2: vec![0.0; r],
             h2: vec![0.0; r * d],
             f1: vec![0.0; r * m],
+            tanh_u: vec![0.0; r * m],
             g: vec![0.0; r * m],
             m: vec![0.0; r * d],
         }
@@ -157,7 +159,7 @@ pub(crate) fn block_forward(
     };
     modulated_norm_forward(x, m, (chunk(3, d), chunk(4, d)), t, norm2, &mut act.h2);
     linear_forward(&p.fc1, w, &act.h2, &mut act.f1);
-    gelu_forward(&act.f1, &mut act.g);
+    gelu_forward(&act.f1, &mut act.tanh_u, &mut act.g);
     linear_forward(&p.fc2, w, &act.g, &mut act.m);
     gated_residual_forward(x, &act.m, m, chunk(5, d), t);
 }
@@ -190,7 +192,7 @@ pub(crate) fn block_backward(
         &sc.d_branch,
         InputGrad::Set(&mut sc.d_hidden),
     );
-    gelu_backward(&act.f1, &mut sc.d_hidden);
+    gelu_backward(&act.f1, &act.tanh_u, &mut sc.d_hidden);
     linear_backward(
         &p.fc1,
         w,

@@ -10,7 +10,7 @@
 
 use super::layout::{Chunk, LinearParams};
 use crate::config::LAYER_NORM_EPS;
-use crate::gelu::{gelu_f32, gelu_grad_f32};
+use crate::gelu::{gelu_grad_given_tanh_f32, gelu_tanh_u_f32};
 use ferrite_kernels::dense::{matmul, Layout};
 use ferrite_kernels::rows::{dot, sum};
 
@@ -99,17 +99,18 @@ pub(crate) fn silu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `y = gelu(x)` elementwise (tanh approximation).
-pub(crate) fn gelu_forward(x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = gelu_f32(x);
+/// `y = gelu(x) = ½ x (1 + tanh u)` elementwise (tanh approximation), saving `tanh u`.
+pub(crate) fn gelu_forward(x: &[f32], tanh_u: &mut [f32], y: &mut [f32]) {
+    for ((y, t), &x) in y.iter_mut().zip(tanh_u.iter_mut()).zip(x) {
+        *t = gelu_tanh_u_f32(x);
+        *y = 0.5 * x * (1.0 + *t);
     }
 }
 
-/// `d ← d · gelu'(x)` elementwise, in place.
-pub(crate) fn gelu_backward(x: &[f32], d: &mut [f32]) {
-    for (d, &x) in d.iter_mut().zip(x) {
-        *d *= gelu_grad_f32(x);
+/// `d ← d · gelu'(x)` elementwise, in place, from the forward's `tanh u`.
+pub(crate) fn gelu_backward(x: &[f32], tanh_u: &[f32], d: &mut [f32]) {
+    for ((d, &x), &t) in d.iter_mut().zip(x).zip(tanh_u) {
+        *d *= gelu_grad_given_tanh_f32(x, t);
     }
 }
 
