@@ -6,6 +6,20 @@ use ferrite_diffusion_train::train::{TrainConfig, Trainer};
 use ferrite_dit::{Condition, Conditioning, DitConfig, GuidedChannels};
 use indicatif::ProgressBar;
 
+/// `max |a − b|` over two tensors of one shape.
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 /// 64 8x8 images of 4 classes: class c is a bright square in quadrant c.
 fn toy_data() -> Dataset {
     let (n, side) = (64usize, 8usize);
@@ -92,13 +106,11 @@ fn resumed_run_repeats_the_uninterrupted_one() {
     assert_eq!(resumed.state.step, straight.state.step);
     for (name, a) in straight.model_tensors() {
         let b = &resumed.model_tensors()[&name];
-        let diff = (&a - b).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "weight {name}");
+        assert_eq!(max_abs_diff(&a, b), 0.0, "weight {name}");
     }
     for (name, a) in straight.ema_tensors() {
         let b = &resumed.ema_tensors()[&name];
-        let diff = (&a - b).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "EMA {name}");
+        assert_eq!(max_abs_diff(&a, b), 0.0, "EMA {name}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -196,16 +208,7 @@ fn hand_written_backward_trains_like_autograd() {
     }
     let (h, a) = (hand.model_tensors(), auto.model_tensors());
     for (name, want) in &a {
-        let diff: f32 = (&h[name] - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&h[name], want);
         assert!(diff < 1e-4, "{name} differs by {diff} after 15 steps");
     }
 }
@@ -245,14 +248,7 @@ fn hand_written_forward_samples_like_candle() {
         .unwrap()
         .predict(&x, 40, &labels, 3.0)
         .unwrap();
-    let diff: f32 = (got - &want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let diff = max_abs_diff(&got, &want);
     assert!(diff < 1e-5, "guided ε differs by {diff}");
     for (sampler, guidance) in [(SamplerName::Ddpm, 1.0), (SamplerName::Ddim, 3.0)] {
         let opts = SamplerOptions {
