@@ -11,6 +11,8 @@
 # Two workers, one per core (--threads 1). Each row keeps its finished batches in
 # $OUT/shards/<row> and its JSON in $OUT/rows/<row>.json, so a rerun skips finished rows and
 # resumes unfinished ones; finished rows are also appended to $OUT/table.txt (tag, UTC span, JSON).
+# ONLY="tag tag ..." runs just those rows, e.g. the two guided DDPM 1000 rows at full size:
+#   ONLY="ddpm1000-g1.5-n10000 ddpm1000-g4-n10000" crates/diffusion-train/scripts/sampler_table.sh
 set -euo pipefail
 CKPT=${CKPT:-out/diffusion-20k/cpu-tiny.safetensors}
 CL=${CL:-out/diffusion/classifier.safetensors}
@@ -25,6 +27,7 @@ mkdir -p "$OUT/rows" "$OUT/shards"
 row() { # row TAG SAMPLES FLAGS...
   local tag=$1 n=$2; shift 2
   local json="$OUT/rows/$tag.json"
+  [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $tag "* ]] && return 0
   [ -s "$json" ] && return 0
   local start; start=$(date -u +%H:%M:%S)
   if "$FERRITE" --threads 1 diffusion eval --checkpoint "$CKPT" --classifier "$CL" --seed 0 \
