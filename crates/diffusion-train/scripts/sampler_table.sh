@@ -12,7 +12,7 @@
 # $OUT/shards/<row> and its JSON in $OUT/rows/<row>.json, so a rerun skips finished rows and
 # resumes unfinished ones; finished rows are also appended to $OUT/table.txt (tag, UTC span, JSON).
 # ONLY="tag tag ..." runs just those rows, e.g. the two guided DDPM 1000 rows at full size:
-#   ONLY="ddpm1000-g1.5-n10000 ddpm1000-g4-n10000" crates/diffusion-train/scripts/sampler_table.sh
+#   ONLY="ddpm1000-g1.5 ddpm1000-g4" crates/diffusion-train/scripts/sampler_table.sh
 set -euo pipefail
 CKPT=${CKPT:-out/diffusion-20k/cpu-tiny.safetensors}
 CL=${CL:-out/diffusion/classifier.safetensors}
@@ -24,14 +24,20 @@ GUIDED_DDPM_SAMPLES=${1:-$N}
 mkdir -p "$OUT/rows" "$OUT/shards"
 [ -f "$CL" ] || "$FERRITE" --threads 1 diffusion classifier --classifier "$CL" --json
 
-row() { # row TAG SAMPLES FLAGS...
-  local tag=$1 n=$2; shift 2
+# row SAMPLER STEPS GUIDANCE SAMPLES: one cell, tagged SAMPLERSTEPS[-gGUIDANCE][-nSAMPLES]
+# (guidance 1 = off; the -n suffix only when SAMPLES is not N).
+row() {
+  local sampler=$1 steps=$2 scale=$3 n=$4
+  local tag="$sampler$steps"
+  [ "$scale" = 1 ] || tag="$tag-g$scale"
+  [ "$n" = "$N" ] || tag="$tag-n$n"
   local json="$OUT/rows/$tag.json"
   [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $tag "* ]] && return 0
   [ -s "$json" ] && return 0
   local start; start=$(date -u +%H:%M:%S)
   if "$FERRITE" --threads 1 diffusion eval --checkpoint "$CKPT" --classifier "$CL" --seed 0 \
-      --baseline --json --quiet --samples "$n" --shards "$OUT/shards/$tag" "$@" > "$json.tmp"; then
+      --baseline --json --quiet --samples "$n" --shards "$OUT/shards/$tag" \
+      --sampler "$sampler" --steps "$steps" --guidance-scale "$scale" > "$json.tmp"; then
     echo "$tag $start-$(date -u +%H:%M:%S) $(tr -d '\n' < "$json.tmp")" >> "$OUT/table.txt"
     mv "$json.tmp" "$json"
   else
@@ -41,28 +47,30 @@ row() { # row TAG SAMPLES FLAGS...
 
 # Balanced by forwards per image (guidance doubles them): ~1760 per worker at n = 10 000.
 worker_a() {
-  row ddim10-g1.5 "$N" --sampler ddim --steps 10 --guidance-scale 1.5
-  row ddim20-g1.5 "$N" --sampler ddim --steps 20 --guidance-scale 1.5
-  row ddim50 "$N" --sampler ddim --steps 50
-  row ddpm50 "$N" --sampler ddpm --steps 50
-  row ddim50-g1.5 "$N" --sampler ddim --steps 50 --guidance-scale 1.5
-  row ddpm1000 "$N" --sampler ddpm --steps 1000
-  row ddim250-g1.5 "$N" --sampler ddim --steps 250 --guidance-scale 1.5
-  row "ddpm1000-g1.5-n$GUIDED_DDPM_SAMPLES" "$GUIDED_DDPM_SAMPLES" --sampler ddpm --steps 1000 --guidance-scale 1.5
+  row ddim 10 1.5 "$N"; row ddim 20 1.5 "$N"; row ddim 50 1 "$N"; row ddpm 50 1 "$N"
+  row ddim 50 1.5 "$N"; row ddpm 1000 1 "$N"; row ddim 250 1.5 "$N"
+  row ddpm 1000 1.5 "$GUIDED_DDPM_SAMPLES"
 }
 worker_b() {
-  row ddim10 "$N" --sampler ddim --steps 10
-  row ddpm10 "$N" --sampler ddpm --steps 10
-  row ddim20 "$N" --sampler ddim --steps 20
-  row ddpm20 "$N" --sampler ddpm --steps 20
-  row ddim10-g4 "$N" --sampler ddim --steps 10 --guidance-scale 4
-  row ddim20-g4 "$N" --sampler ddim --steps 20 --guidance-scale 4
-  row ddim50-g4 "$N" --sampler ddim --steps 50 --guidance-scale 4
-  row ddim250 "$N" --sampler ddim --steps 250
-  row ddim250-g4 "$N" --sampler ddim --steps 250 --guidance-scale 4
-  row "ddpm1000-g4-n$GUIDED_DDPM_SAMPLES" "$GUIDED_DDPM_SAMPLES" --sampler ddpm --steps 1000 --guidance-scale 4
+  row ddim 10 1 "$N"; row ddpm 10 1 "$N"; row ddim 20 1 "$N"; row ddpm 20 1 "$N"
+  row ddim 10 4 "$N"; row ddim 20 4 "$N"; row ddim 50 4 "$N"; row ddim 250 1 "$N"
+  row ddim 250 4 "$N"
+  row ddpm 1000 4 "$GUIDED_DDPM_SAMPLES"
 }
-worker_a & a=$!
-worker_b & b=$!
-wait $a && wait $b
+# With guided DDPM 1000 subsampled, a few full-size cells again at its n (the docs' "same row
+# at n = 2000" column), to show how far FID moves with n.
+same_n_a() { row ddpm 1000 1 "$GUIDED_DDPM_SAMPLES"; }
+same_n_b() { row ddim 50 1.5 "$GUIDED_DDPM_SAMPLES"; row ddim 50 4 "$GUIDED_DDPM_SAMPLES"; row ddim 20 1 "$GUIDED_DDPM_SAMPLES"; }
+
+# both_cores F G: F and G in parallel, failing when either fails.
+both_cores() {
+  "$1" & local a=$!
+  "$2" & local b=$!
+  local status=0
+  wait "$a" || status=1
+  wait "$b" || status=1
+  return "$status"
+}
+both_cores worker_a worker_b
+[ "$GUIDED_DDPM_SAMPLES" = "$N" ] || both_cores same_n_a same_n_b
 echo "sampler_table: done; rows in $OUT/table.txt"
