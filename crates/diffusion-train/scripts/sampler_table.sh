@@ -7,7 +7,7 @@
 # Env: CKPT (default out/diffusion-20k/cpu-tiny.safetensors), CL (the evaluation classifier,
 # default out/diffusion/classifier.safetensors; trained when missing), OUT (default
 # out/sampler-table), FERRITE (default target/release/ferrite), N (samples per row, 10000).
-# Guided DDPM 1000 rows use GUIDED_DDPM_SAMPLES (default N; ~60 min per row on two cores at 10 000).
+# Guided DDPM 1000 rows use GUIDED_DDPM_SAMPLES (default N; ~116 min per row on one core at 10 000).
 # Two workers, one per core (--threads 1). Each row keeps its finished batches in
 # $OUT/shards/<row> and its JSON in $OUT/rows/<row>.json, so a rerun skips finished rows and
 # resumes unfinished ones; finished rows are also appended to $OUT/table.txt (tag, UTC span, JSON).
